@@ -1,0 +1,149 @@
+"""`hotline` command line: serve, sandbox up|down|status, run (sandbox + service)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from dialplans.definition import InvalidDefinition, load_definition
+from hotline.app import create_app, flow_for
+from hotline.sandbox import Sandbox, SandboxError, SandboxPorts, ensure_root, root_path
+from hotline.settings import Settings, SettingsError, load_settings
+
+DEFAULT_INSTANCE = "dev"
+
+
+def _sandbox(settings: Settings, instance: str, port_offset: int, root: Path | None = None) -> Sandbox:
+    ports = SandboxPorts.offset(port_offset) if port_offset else SandboxPorts()
+    return Sandbox(root or root_path(), instance, ports, state_dir=settings.data_dir / "sandbox")
+
+
+def _settings_for_sandbox(settings: Settings, sandbox: Sandbox) -> Settings:
+    """Point the service at a sandbox: its AMI secret, ports and recordings folder."""
+    state = json.loads(sandbox.secrets_file.read_text())
+    return load_settings(
+        env={}, data_dir=str(settings.data_dir), database_url=settings.database_url or None,
+        http_host=settings.http_host, http_port=settings.http_port, definition=str(settings.definition),
+        ami_port=sandbox.ports.ami, agi_port=sandbox.ports.agi, ami_secret=str(state["ami_secret"]),
+        recordings_dir=str(sandbox.recordings_dir),
+    )
+
+
+def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "up":
+        root = ensure_root()
+        sandbox = _sandbox(settings, args.instance, args.port_offset, root)
+        defn = load_definition(settings.definition)
+        sandbox.install(defn, cache_dir=settings.data_dir / "prompt-cache")
+        if sandbox.pid() is None:
+            sandbox.start()
+        asyncio.run(sandbox.wait_booted())
+        print(json.dumps(sandbox.status(), indent=2))
+        return 0
+    sandbox = _sandbox(settings, args.instance, args.port_offset)
+    if args.action == "down":
+        print("stopped" if sandbox.stop() else "not running")
+        return 0
+    print(json.dumps(sandbox.status(), indent=2))
+    return 0 if sandbox.pid() is not None else 3
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    if args.sandbox:
+        sandbox = _sandbox(settings, args.sandbox, args.port_offset)
+        settings = _settings_for_sandbox(settings, sandbox)
+        return _serve_with_sounds(settings, f"{sandbox.lib}/sounds")
+    if not settings.ami_secret:
+        raise SettingsError("HOTLINE_AMI_SECRET is not set (or use --sandbox INSTANCE)")
+    return _serve_with_sounds(settings, "/var/lib/hotline/sounds")
+
+
+def _serve_with_sounds(settings: Settings, sounds_dir: str) -> int:
+    defn = load_definition(settings.definition)
+    app = create_app(settings, flow_for(defn, sounds_dir))
+    print(f"hotline service: http://{settings.http_host}:{settings.http_port}/status "
+          f"(FastAGI {settings.agi_host}:{settings.agi_port}, AMI {settings.ami_host}:{settings.ami_port})",
+          flush=True)
+    web.run_app(app, host=settings.http_host, port=settings.http_port, print=lambda _m: None)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    """Everything for a developer: sandbox Asterisk, then the service in the foreground."""
+    args.action = "up"
+    cmd_sandbox(args, settings)
+    sandbox = _sandbox(settings, args.instance, args.port_offset)
+    defn = load_definition(settings.definition)
+    numbers = ", ".join(defn.numbers)
+    print(
+        f"\nHotline ready. Asterisk PJSIP on 127.0.0.1:{sandbox.ports.sip}, hotline numbers {numbers}.\n"
+        f"Agent SIP passwords: {sandbox.secrets_file}\n"
+        f"Place a real test call (new terminal):  .venv/bin/hotline call --instance {args.instance} --digits 1\n"
+        f"Stop Asterisk afterwards:               .venv/bin/hotline sandbox down --instance {args.instance}\n",
+        flush=True,
+    )
+    return _serve_with_sounds(_settings_for_sandbox(settings, sandbox), f"{sandbox.lib}/sounds")
+
+
+def cmd_call(args: argparse.Namespace, settings: Settings) -> int:
+    from hotline.democall import place_demo_call
+
+    sandbox = _sandbox(settings, args.instance, args.port_offset)
+    result = asyncio.run(place_demo_call(sandbox, settings, digits=args.digits, caller=args.caller,
+                                         http_port=settings.http_port))
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0 if result.get("ok") else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hotline", description=__doc__)
+    parser.add_argument("--config", type=Path, help="settings YAML (else HOTLINE_CONFIG, defaults, HOTLINE_* env)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def sandbox_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--instance", default=DEFAULT_INSTANCE, help="sandbox instance name")
+        p.add_argument("--port-offset", type=int, default=0, help="add this to every default port")
+
+    sb = sub.add_parser("sandbox", help="the real Asterisk 22 sandbox (Debian sid root + chroot)")
+    sb.add_argument("action", choices=("up", "down", "status"))
+    sandbox_args(sb)
+    sb.set_defaults(func=cmd_sandbox)
+
+    serve = sub.add_parser("serve", help="run the service (FastAGI + AMI + HTTP)")
+    serve.add_argument("--sandbox", metavar="INSTANCE", help="use a sandbox's AMI secret, ports and recordings")
+    serve.add_argument("--port-offset", type=int, default=0)
+    serve.set_defaults(func=cmd_serve)
+
+    run = sub.add_parser("run", help="sandbox up, then serve against it (the one-command demo)")
+    sandbox_args(run)
+    run.set_defaults(func=cmd_run)
+
+    call = sub.add_parser("call", help="place a real demo call into the sandbox hotline")
+    sandbox_args(call)
+    call.add_argument("--digits", default="1", help="menu digits the caller presses")
+    call.add_argument("--caller", default="13800138000", help="caller number presented by the carrier")
+    call.set_defaults(func=cmd_call)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(args.config)
+        return int(args.func(args, settings))
+    except (SettingsError, InvalidDefinition, SandboxError) as exc:
+        print(f"hotline: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

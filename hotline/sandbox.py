@@ -1,0 +1,289 @@
+"""A real Asterisk 22 on machines without Docker: a Debian sid root run with chroot.
+
+`docker/sandbox/build-root.sh` builds and caches the root; this module writes the
+compiled hotline config into an *instance* inside it, starts Asterisk, waits for
+FullyBooted on AMI and stops it by pid. Each instance has its own config, run,
+log, spool and astdb directories and its own ports, so a developer's sandbox and
+the test suite's never collide. The root shares loopback with the host, so SIP,
+RTP, AMI and FastAGI all meet on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from cti.ami.protocol import AMIParser, encode_action
+from dialplans.compiler import AsteriskSettings, CompiledHotline, compile_hotline
+from dialplans.definition import HotlineDefinition
+from dialplans.prompts import render_moh, render_prompts
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD_SCRIPT = REPO / "docker" / "sandbox" / "build-root.sh"
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not be built, started or reached; the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxPorts:
+    sip: int = 5060
+    ami: int = 5038
+    agi: int = 4573
+    rtp_start: int = 10000
+    rtp_end: int = 10999
+
+    @classmethod
+    def offset(cls, base: int) -> SandboxPorts:
+        """A second set of ports, e.g. offset(20000) for the test suite."""
+        return cls(sip=base + 5060, ami=base + 5038, agi=base + 4573,
+                   rtp_start=base + 10000, rtp_end=base + 10999)
+
+
+def root_path() -> Path:
+    out = subprocess.run(["bash", str(BUILD_SCRIPT), "--print-path"], capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip())
+
+
+def ensure_root() -> Path:
+    """Build the root if it is missing or stale (about a minute), else reuse it."""
+    proc = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SandboxError(f"building the sandbox root failed:\n{proc.stdout}{proc.stderr}")
+    return root_path()
+
+
+class Sandbox:
+    """One Asterisk instance inside the shared root."""
+
+    def __init__(self, root: Path, instance: str, ports: SandboxPorts, *, state_dir: Path) -> None:
+        if not instance.replace("-", "").isalnum():
+            raise ValueError(f"instance names are letters, digits and '-': {instance!r}")
+        self.root = root
+        self.instance = instance
+        self.ports = ports
+        self.state_dir = state_dir
+        self.etc = f"/etc/hotline/{instance}"
+        self.run = f"/run/hotline/{instance}"
+        self.log = f"/var/log/hotline/{instance}"
+        self.spool = f"/var/spool/hotline/{instance}"
+        self.lib = f"/var/lib/hotline/{instance}"
+
+    # -- paths -------------------------------------------------------------------
+    def host(self, inside: str) -> Path:
+        """The host path of a path as Asterisk sees it inside the root."""
+        return self.root / inside.lstrip("/")
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.host(f"{self.spool}/monitor")
+
+    @property
+    def sounds_dir(self) -> Path:
+        return self.host(f"{self.lib}/sounds")
+
+    @property
+    def log_dir(self) -> Path:
+        return self.host(self.log)
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / f"asterisk-{self.instance}.pid"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.state_dir / f"sandbox-{self.instance}.json"
+
+    # -- configuration -----------------------------------------------------------
+    def load_or_create_secrets(self, defn: HotlineDefinition) -> dict[str, object]:
+        """AMI secret and agent SIP passwords, generated once per instance."""
+        data: dict[str, object] = {}
+        if self.secrets_file.is_file():
+            data = json.loads(self.secrets_file.read_text())
+        data.setdefault("ami_secret", secrets.token_urlsafe(18))
+        passwords = dict(data.get("agent_passwords", {}))  # type: ignore[call-overload]
+        for aid in defn.agents:
+            passwords.setdefault(aid, secrets.token_urlsafe(12))
+        data["agent_passwords"] = passwords
+        data["ports"] = asdict(self.ports)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.secrets_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.chmod(0o600)
+        tmp.replace(self.secrets_file)
+        return data
+
+    def settings(self, defn: HotlineDefinition) -> AsteriskSettings:
+        data = self.load_or_create_secrets(defn)
+        return AsteriskSettings(
+            ami_secret=str(data["ami_secret"]),
+            agent_passwords=dict(data["agent_passwords"]),  # type: ignore[call-overload]
+            sip_port=self.ports.sip,
+            ami_port=self.ports.ami,
+            agi_port=self.ports.agi,
+            rtp_start=self.ports.rtp_start,
+            rtp_end=self.ports.rtp_end,
+            sounds_dir=f"{self.lib}/sounds",
+            moh_dir=f"{self.lib}/moh",
+            recordings_dir=f"{self.spool}/monitor",
+            media_address="127.0.0.1",
+            directories={
+                "astetcdir": self.etc,
+                "astrundir": self.run,
+                "astlogdir": self.log,
+                "astspooldir": self.spool,
+                "astdbdir": f"{self.lib}/db",
+            },
+        )
+
+    def install(self, defn: HotlineDefinition, *, cache_dir: Path | None = None) -> CompiledHotline:
+        """Compile, render prompts and write every config file (each atomically)."""
+        compiled = compile_hotline(defn, self.settings(defn))
+        for inside in (self.etc, self.run, self.log, self.spool, f"{self.spool}/monitor",
+                       f"{self.lib}/db", f"{self.lib}/sounds", f"{self.lib}/moh"):
+            self.host(inside).mkdir(parents=True, exist_ok=True)
+        render_prompts(defn, self.sounds_dir, cache_dir=cache_dir)
+        render_moh(self.host(f"{self.lib}/moh"))
+        self.write_files(compiled)
+        return compiled
+
+    def write_files(self, compiled: CompiledHotline) -> None:
+        etc = self.host(self.etc)
+        etc.mkdir(parents=True, exist_ok=True)
+        for name, text in compiled.files.items():
+            tmp = etc / f".{name}.tmp"
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(etc / name)
+
+    # -- process -----------------------------------------------------------------
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        return pid
+
+    def start(self) -> int:
+        """Start Asterisk in the background (own session, survives the CLI)."""
+        if (pid := self.pid()) is not None:
+            raise SandboxError(f"sandbox {self.instance} already runs as pid {pid}")
+        for inside in (self.run, self.log):
+            self.host(inside).mkdir(parents=True, exist_ok=True)
+        # Stale control socket from a killed instance would make Asterisk refuse to start.
+        (self.host(self.run) / "asterisk.ctl").unlink(missing_ok=True)
+        console = open(self.log_dir / "console.log", "ab")  # noqa: SIM115 - handed to the child
+        try:
+            proc = subprocess.Popen(
+                ["chroot", str(self.root), "/usr/sbin/asterisk", "-f", "-n", "-g",
+                 "-C", f"{self.etc}/asterisk.conf"],
+                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            console.close()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.pid_file.write_text(str(proc.pid))
+        self._proc = proc
+        return proc.pid
+
+    async def wait_booted(self, timeout: float = 30.0) -> None:
+        """Wait for FullyBooted on AMI: the only reliable sign every module loaded."""
+        data = json.loads(self.secrets_file.read_text())
+        deadline = time.monotonic() + timeout
+        last_error = "no connection yet"
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                raise SandboxError(f"Asterisk exited during boot; see {self.log_dir / 'console.log'}:\n"
+                                   + self.console_tail())
+            try:
+                await asyncio.wait_for(self._await_fully_booted(str(data["ami_secret"])),
+                                       max(0.1, deadline - time.monotonic()))
+                return
+            except (OSError, asyncio.IncompleteReadError, ConnectionError) as exc:
+                last_error = str(exc)
+                await asyncio.sleep(0.1)  # Asterisk is not listening yet: poll the port
+            except TimeoutError:
+                break
+        raise SandboxError(f"Asterisk did not report FullyBooted within {timeout}s ({last_error}):\n"
+                           + self.console_tail())
+
+    async def _await_fully_booted(self, secret: str) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.ports.ami)
+        try:
+            parser = AMIParser()
+            writer.write(encode_action("Login", "boot-1", {"Username": "hotline", "Secret": secret}))
+            await writer.drain()
+            while True:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    raise ConnectionError("AMI closed the connection")
+                for msg in parser.feed(chunk):
+                    if msg.kind == "response" and msg.name.lower() == "error":
+                        raise SandboxError(f"AMI login refused: {msg.get('Message')}")
+                    if msg.kind == "event" and msg.name == "FullyBooted":
+                        return
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop by pid: SIGTERM (Asterisk shuts down cleanly), SIGKILL after timeout."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._alive(pid):
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            while self._alive(pid):
+                time.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def _alive(self, pid: int) -> bool:
+        proc = getattr(self, "_proc", None)
+        if proc is not None and proc.pid == pid:
+            return proc.poll() is None
+        try:
+            waited, _ = os.waitpid(pid, os.WNOHANG)
+            if waited == pid:
+                return False
+        except ChildProcessError:
+            pass
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def console_tail(self, lines: int = 40) -> str:
+        parts = []
+        for name in ("console.log", "messages.log"):
+            path = self.log_dir / name
+            if path.is_file():
+                parts.append(f"--- {name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+        return "\n".join(parts)
+
+    def status(self) -> dict[str, object]:
+        return {"instance": self.instance, "root": str(self.root), "pid": self.pid(),
+                "ports": asdict(self.ports), "log_dir": str(self.log_dir)}
+
+    def with_ports(self, ports: SandboxPorts) -> Sandbox:
+        return Sandbox(self.root, self.instance, replace(ports), state_dir=self.state_dir)

@@ -1,0 +1,240 @@
+"""The running service: the one place that wires cti, ivr, recordings and dialplans.
+
+Data flow: AMI events -> CallTracker (synchronously, in wire order, in the AMI
+reader) -> CallEvents -> an ordered writer task (database, recording index, VAD
+analysis off the event loop) and the live subscribers. FastAGI runs the hotline
+flow for each call; the dialplan then routes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from cti.ami.client import AMIClient
+from cti.ami.events import Event
+from cti.db import CallRecord, create_schema, make_engine, session_factory, upsert_call
+from cti.tracker import Call, CallEvent, CallTracker
+from hotline.settings import Settings
+from ivr.agi.server import AGIChannel, FastAGIServer
+from ivr.engine import FlowRunner, NodeStats, publish_outcome
+from ivr.model import Flow
+from recordings.index import Recording, RecordingIndex
+from recordings.vad import analyze_wav
+
+log = logging.getLogger(__name__)
+
+LEGS = ("mix", "rx", "tx")
+
+
+def _utc(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
+
+
+class HotlineService:
+    """Owns the background parts; started and stopped by the aiohttp app (cleanup_ctx)."""
+
+    def __init__(self, settings: Settings, flow: Flow) -> None:
+        self.settings = settings
+        self.flow = flow
+        self.node_stats = NodeStats()
+        self.runner = FlowRunner(flow, self.node_stats)
+        self.tracker = CallTracker()
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = make_engine(settings.db_url)
+        # Import-for-side-effect: recording tables live on the shared metadata.
+        _ = Recording
+        create_schema(self.engine)
+        self.sessions: sessionmaker[Session] = session_factory(self.engine)
+        self.recordings = RecordingIndex(self.sessions, settings.recordings_dir)
+        self.ami = AMIClient(
+            settings.ami_host, settings.ami_port, settings.ami_username, settings.ami_secret,
+            on_event=self._on_ami_event, on_connected=self._on_ami_connected,
+        )
+        self.agi = FastAGIServer({"hotline": self._hotline_call}, host=settings.agi_host, port=settings.agi_port)
+        self._writes: asyncio.Queue[tuple[Callable[..., Any], tuple[Any, ...]]] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._subscribers: list[Callable[[CallEvent], None]] = []
+        self.started_at = time.time()
+        self.resyncs = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name="hotline-writer")
+        await self.agi.start()
+        await self.ami.start()
+
+    async def stop(self) -> None:
+        await self.ami.stop()
+        await self.agi.stop()
+        await self.flush()
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        self.engine.dispose()
+
+    async def flush(self) -> None:
+        """Wait until every queued write has been applied (tests, shutdown)."""
+        await self._writes.join()
+
+    def subscribe(self, callback: Callable[[CallEvent], None]) -> Callable[[], None]:
+        """Live call events; callbacks must be quick and never block (they queue)."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback)
+
+    # -- AMI -----------------------------------------------------------------------------
+    def _on_ami_event(self, event: Event) -> None:
+        for call_event in self.tracker.feed(event):
+            self._dispatch(call_event)
+
+    async def _on_ami_connected(self, client: AMIClient) -> None:
+        """Resync before reporting ready: events were lost while we were away."""
+        _, channels = await client.send_list_action("CoreShowChannels")
+        infos = [c for c in (getattr(e, "channel", None) for e in channels) if c is not None]
+        for call_event in self.tracker.resync(infos):
+            self._dispatch(call_event)
+        _, members = await client.send_list_action("QueueStatus")
+        self.tracker.feed_all(members)
+        self.resyncs += 1
+
+    def _dispatch(self, event: CallEvent) -> None:
+        if event.kind == "recording_started":
+            self._queue_write(self._index_recording_start, event)
+        elif event.kind == "call_ended":
+            self._queue_write(self._store_finished_call, event)
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:  # a broken subscriber must not stop call tracking
+                log.exception("call event subscriber failed")
+
+    # -- ordered writes (sync SQLAlchemy, run in a worker thread) -----------------------
+    def _queue_write(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._writes.put_nowait((fn, args))
+
+    async def _write_loop(self) -> None:
+        while True:
+            fn, args = await self._writes.get()
+            try:
+                await asyncio.to_thread(fn, *args)
+            except Exception:
+                log.exception("storing %s failed", getattr(fn, "__name__", fn))
+            finally:
+                self._writes.task_done()
+
+    def _index_recording_start(self, event: CallEvent) -> None:
+        base = event.data["base"]
+        self.recordings.start(
+            linkedid=event.linkedid, uniqueid=event.data["uniqueid"],
+            legs={leg: f"{base}-{leg}.wav" for leg in LEGS}, started_at=_utc(event.at) or datetime.now(UTC),
+        )
+
+    def _store_finished_call(self, event: CallEvent) -> None:
+        call = event.call
+        with self.sessions.begin() as session:
+            upsert_call(session, call_record_fields(call))
+        if call.get("recording"):
+            rows = self.recordings.finalize(linkedid=event.linkedid, stopped_at=_utc(event.at) or datetime.now(UTC))
+            for row in rows:
+                self._analyze(row)
+
+    def _analyze(self, row: Recording) -> None:
+        if row.status != "complete":
+            return
+        try:
+            result = analyze_wav(self.recordings.resolve(row.path))
+        except (ValueError, OSError) as exc:
+            log.warning("VAD analysis of %s failed: %s", row.path, exc)
+            return
+        with self.sessions.begin() as session:
+            stored = session.get(Recording, row.id)
+            if stored is not None:
+                stored.has_speech = result.has_speech
+                stored.speech_seconds = result.speech_seconds
+
+    # -- FastAGI -------------------------------------------------------------------------
+    async def _hotline_call(self, channel: AGIChannel) -> None:
+        outcome = await self.runner.run(channel)
+        await publish_outcome(channel, outcome)
+
+    # -- queries -------------------------------------------------------------------------
+    def call_view(self, linkedid: str) -> dict[str, Any] | None:
+        """Live or recently finished call from the tracker, else the stored record."""
+        call: Call | None = self.tracker.call(linkedid)
+        if call is not None:
+            return call.to_dict()
+        with self.sessions() as session:
+            record = session.get(CallRecord, linkedid)
+            return None if record is None else stored_call_view(record)
+
+    def recordings_view(self, linkedid: str) -> list[dict[str, Any]]:
+        return [
+            {"id": r.id, "leg": r.leg, "path": r.path, "status": r.status, "size_bytes": r.size_bytes,
+             "duration_seconds": r.duration_seconds, "has_speech": r.has_speech,
+             "speech_seconds": r.speech_seconds}
+            for r in self.recordings.for_call(linkedid)
+        ]
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "ami": {"connected": self.ami.connected, "ready": self.ami.ready,
+                    "resynced": not self.tracker.needs_resync, "resyncs": self.resyncs,
+                    "last_event_at": self.ami.last_event_at,
+                    "lag_seconds": None if self.ami.last_event_at is None else round(time.time() - self.ami.last_event_at, 3)},
+            "agi": {"sessions_active": self.agi.sessions_active, "sessions_total": self.agi.sessions_total,
+                    "failures": self.agi.failures},
+            "calls": {"live": len(self.tracker.calls), "events_seen": self.tracker.events_seen},
+            "writer": {"pending": self._writes.qsize()},
+            "uptime_seconds": round(time.time() - self.started_at, 1),
+        }
+
+
+def call_record_fields(call: dict[str, Any]) -> dict[str, Any]:
+    """Tracker view -> calls table row."""
+    return {
+        "linkedid": call["linkedid"],
+        "caller_num": call["caller_num"],
+        "caller_name": call["caller_name"],
+        "dnid": call["dialed"],
+        "started_at": _utc(call["started_at"]),
+        "answered_at": _utc(call["agent_connected_at"]),
+        "ended_at": _utc(call["ended_at"]),
+        "menu_choice": call["menu_choice"],
+        "route_reason": call["route_reason"],
+        "queue": call["queue"],
+        "agent": call["agent"],
+        "agent_interface": call["agent_interface"],
+        "queue_joined_at": _utc(call["queue_joined_at"]),
+        "agent_connected_at": _utc(call["agent_connected_at"]),
+        "wait_seconds": call["wait_seconds"],
+        "talk_seconds": call["talk_seconds"],
+        "duration_seconds": call["duration_seconds"],
+        "outcome": call["outcome"],
+        "hangup_cause": call["hangup_cause"],
+        "is_test_call": bool(call["test_tag"]),
+        "test_tag": call["test_tag"],
+    }
+
+
+def stored_call_view(record: CallRecord) -> dict[str, Any]:
+    def ts(value: datetime | None) -> float | None:
+        return None if value is None else value.timestamp()
+
+    return {
+        "linkedid": record.linkedid, "caller_num": record.caller_num, "caller_name": record.caller_name,
+        "dialed": record.dnid, "started_at": ts(record.started_at), "menu_choice": record.menu_choice,
+        "route_reason": record.route_reason, "queue": record.queue, "agent": record.agent,
+        "agent_interface": record.agent_interface, "queue_joined_at": ts(record.queue_joined_at),
+        "agent_connected_at": ts(record.agent_connected_at), "wait_seconds": record.wait_seconds,
+        "talk_seconds": record.talk_seconds, "ended_at": ts(record.ended_at),
+        "duration_seconds": record.duration_seconds, "hangup_cause": record.hangup_cause,
+        "outcome": record.outcome, "test_tag": record.test_tag, "live": False,
+    }
