@@ -367,7 +367,7 @@ class CallTracker:
         call = self._call_of(info, at)
         if call is None:
             return []
-        transfer = {"kind": "blind", "to": str(getattr(event, "extension", "") or ""),
+        transfer = {"transfer_kind": "blind", "to": str(getattr(event, "extension", "") or ""),
                     "result": str(getattr(event, "result", "") or "")}
         call.transfers.append(transfer)
         return self._emit("transferred", call, at, **transfer)
@@ -377,7 +377,7 @@ class CallTracker:
         call = self._call_of(info, at)
         if call is None:
             return []
-        transfer = {"kind": "attended", "result": str(getattr(event, "result", "") or "")}
+        transfer = {"transfer_kind": "attended", "result": str(getattr(event, "result", "") or "")}
         call.transfers.append(transfer)
         return self._emit("transferred", call, at, **transfer)
 
