@@ -267,7 +267,8 @@ class CallTracker:
         return []
 
     def _on_varset(self, event: Event, at: float) -> list[CallEvent]:
-        name: str = getattr(event, "variable", "") or ""
+        # Set(__NAME=...) (inherited to child channels) is reported as "__NAME".
+        name: str = (getattr(event, "variable", "") or "").lstrip("_")
         if not name.startswith(cv.PREFIX):
             return []
         value: str = getattr(event, "value", "") or ""

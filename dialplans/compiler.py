@@ -381,10 +381,9 @@ def _manager_conf(s: AsteriskSettings) -> str:
     ]
     for name in AMI_EVENTS:
         out.append(f"eventfilter(action(include),name({name})) =")
-    # Only our own channel variables, not the dialplan's internal ones.
-    out.append(
-        f"eventfilter(action(include),name(VarSet),header(Variable),method(starts_with)) = {cv.PREFIX}"
-    )
+    # Only our own channel variables, not the dialplan's internal ones. Inherited
+    # variables (Set(__NAME=...)) are reported with their underscores (Asterisk 22).
+    out.append(f"eventfilter(action(include),name(VarSet),header(Variable),method(regex)) = ^_{{0,2}}{cv.PREFIX}")
     return _lines(*out)
 
 

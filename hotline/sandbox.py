@@ -147,7 +147,7 @@ class Sandbox:
     def install(self, defn: HotlineDefinition, *, cache_dir: Path | None = None) -> CompiledHotline:
         """Compile, render prompts and write every config file (each atomically)."""
         compiled = compile_hotline(defn, self.settings(defn))
-        for inside in (self.etc, self.run, self.log, self.spool, f"{self.spool}/monitor",
+        for inside in (self.etc, self.run, self.log, f"{self.log}/cdr-csv", self.spool, f"{self.spool}/monitor",
                        f"{self.lib}/db", f"{self.lib}/sounds", f"{self.lib}/moh"):
             self.host(inside).mkdir(parents=True, exist_ok=True)
         render_prompts(defn, self.sounds_dir, cache_dir=cache_dir)

@@ -162,6 +162,9 @@ class HotlineService:
 
     # -- FastAGI -------------------------------------------------------------------------
     async def _hotline_call(self, channel: AGIChannel) -> None:
+        env = channel.env
+        # The caller ID is attacker-controlled text; it goes out as one quoted AGI argument.
+        await channel.verbose(f"hotline call from {env.caller_id_name} <{env.caller_id_num}>")
         outcome = await self.runner.run(channel)
         await publish_outcome(channel, outcome)
 

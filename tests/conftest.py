@@ -1,0 +1,122 @@
+"""Shared fixtures: one real sandbox Asterisk per test run, the service beside it, phones.
+
+The sandbox is built by the project's own script (docker/sandbox/build-root.sh),
+started lazily the first time an `asterisk` test needs it, on its own instance and
+ports (offset 20000) so a developer's `hotline run` sandbox keeps working, and
+stopped by pid at the end of the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from dialplans.definition import DEFAULT_PATH, HotlineDefinition, load_definition
+from hotline.sandbox import Sandbox, SandboxPorts, ensure_root
+from hotline.settings import load_settings
+from tests.support.calls import PhoneFactory
+
+PORT_OFFSET = int(os.environ.get("HOTLINE_TEST_PORT_OFFSET", "20000"))
+CACHE = Path(os.environ.get("HOTLINE_TEST_CACHE", Path.home() / ".cache" / "hotline" / "test-cache"))
+
+
+@pytest.fixture(scope="session")
+def definition() -> HotlineDefinition:
+    return load_definition(DEFAULT_PATH)
+
+
+@pytest.fixture(scope="session")
+def sandbox(definition: HotlineDefinition, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    root = ensure_root()
+    instance = f"test-{os.getpid()}"
+    sb = Sandbox(root, instance, SandboxPorts.offset(PORT_OFFSET),
+                 state_dir=tmp_path_factory.mktemp("sandbox-state"))
+    sb.install(definition, cache_dir=CACHE / "prompts")
+    sb.start()
+    try:
+        asyncio.run(sb.wait_booted(timeout=30))
+        yield sb
+    finally:
+        sb.stop()
+        for inside in (sb.etc, sb.run, sb.log, sb.spool, sb.lib):
+            shutil.rmtree(sb.host(inside), ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def service_server(
+    sandbox: Sandbox, definition: HotlineDefinition, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[TestServer]:
+    from hotline.app import create_app, flow_for
+
+    state = sandbox.load_or_create_secrets(definition)
+    data_dir = tmp_path_factory.mktemp("service-data")
+    settings = load_settings(
+        env={}, data_dir=str(data_dir), ami_port=sandbox.ports.ami, agi_port=sandbox.ports.agi,
+        ami_secret=str(state["ami_secret"]), recordings_dir=str(sandbox.recordings_dir),
+    )
+    app = create_app(settings, flow_for(definition, f"{sandbox.lib}/sounds"))
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    service = app[SERVICE_KEY()]
+    await service.ami.wait_ready(timeout=15)
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@pytest.fixture(scope="session")
+def service(service_server: TestServer) -> Any:
+    return service_server.app[SERVICE_KEY()]
+
+
+def SERVICE_KEY() -> Any:  # noqa: N802 - imported late so unit tests need no service stack
+    from hotline.app import SERVICE
+
+    return SERVICE
+
+
+@pytest.fixture
+async def phones(tmp_path: Path) -> AsyncIterator[PhoneFactory]:
+    """Start softphones (own processes); all stopped at the end of the test."""
+    from ivr.softphone.client import PhoneConfig, Softphone
+
+    started: list[Softphone] = []
+
+    async def start(name: str, **kwargs: Any) -> Softphone:
+        config = PhoneConfig(name=name, log_dir=tmp_path / "phone-logs", **kwargs)
+        phone = await Softphone.start(config)
+        started.append(phone)
+        return phone
+
+    try:
+        yield start
+    finally:
+        await asyncio.gather(*(p.stop() for p in started), return_exceptions=True)
+
+
+@pytest.fixture(scope="session")
+def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """About 3 s of real speech (espeak-ng), 8 kHz mono 16-bit, padded with silence."""
+    out = tmp_path_factory.mktemp("audio")
+    raw = out / "raw.wav"
+    wav = out / "speech8k.wav"
+    subprocess.run(["espeak-ng", "-v", "en", "-s", "150", "-w", str(raw),
+                    "Hello, my washing machine is leaking water, please send a technician."], check=True)
+    subprocess.run(["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", str(wav), "pad", "0.3", "0.3"], check=True)
+    return wav
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Real-Asterisk tests get a longer budget than unit tests.
+    for item in items:
+        if item.get_closest_marker("asterisk") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(180))
