@@ -4,6 +4,7 @@ queue -> agent, with AMI tracking, HTTP, recording index and VAD checks."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,15 @@ from aiohttp.test_utils import TestServer
 from dialplans.definition import HotlineDefinition
 from hotline.sandbox import Sandbox
 from hotline.service import HotlineService
+from cti.ami.events import parse_event
+from cti.ami.protocol import AMIParser
+from cti.tracker import CallTracker
 from recordings.vad import analyze_wav
+from tests.support.ami_tap import AMITap
 from tests.support.calls import PhoneFactory, agent_phone, carrier_headers, hotline_uri, wait_for
 
 pytestmark = pytest.mark.asterisk
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ami"
 
 
 def _event(events: list[Any], kind: str, **match: Any) -> Any:
@@ -44,7 +50,10 @@ async def test_hotline_call_reaches_agent_end_to_end(
 ) -> None:
     events: list[Any] = []
     unsubscribe = service.subscribe(events.append)
+    secret = str(sandbox.load_or_create_secrets(definition)["ami_secret"])
+    tap = AMITap(sandbox.ports.ami, "hotline", secret)
     try:
+        await tap.__aenter__()
         agents = list(await asyncio.gather(*(
             agent_phone(phones, sandbox, definition, a, auto_answer=True) for a in ("1001", "1002"))))
         caller = await phones("caller", username="13800138000")
@@ -73,6 +82,24 @@ async def test_hotline_call_reaches_agent_end_to_end(
         ended = await wait_for(lambda: _event(events, "call_ended", linkedid=linkedid), 15, "call_ended")
     finally:
         unsubscribe()
+        await tap.__aexit__(None, None, None)
+
+    # The raw AMI bytes of this call, replayed byte by byte through the parser and a fresh
+    # tracker, tell the same story as the live service (HOTLINE_RECORD_FIXTURES=1 keeps
+    # them as tests/fixtures/ami/hotline_answered.ami for the replay unit tests).
+    parser = AMIParser()
+    replayed = CallTracker()
+    for i in range(len(tap.data)):
+        for message in parser.feed(bytes(tap.data[i:i + 1])):
+            if message.kind == "event":
+                replayed.feed(parse_event(message))
+    replay_call = replayed.call(linkedid)
+    assert replay_call is not None
+    live_call = ended.call
+    for key in ("menu_choice", "queue", "agent", "outcome", "caller_num", "recording"):
+        assert replay_call.to_dict()[key] == live_call[key], key
+    if os.environ.get("HOTLINE_RECORD_FIXTURES") == "1":
+        (FIXTURES / "hotline_answered.ami").write_bytes(bytes(tap.data))
 
     # The agent heard the caller's speech (webrtcvad on the agent phone's recording).
     vad = analyze_wav(heard)

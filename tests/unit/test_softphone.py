@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import wave
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -396,18 +398,11 @@ def test_worker_never_writes_to_stdout_but_events(tmp_path: Path) -> None:
     """pjlib prints its first lines to stdout before libInit: they must not reach the client."""
     log_file = tmp_path / "w.log"
     config = PhoneConfig(name="raw").to_wire(log_file)
-    import json  # noqa: PLC0415 - local to this low-level check
-
     lines = (json.dumps({"id": 1, "cmd": "configure", "config": config}) + "\n"
              + json.dumps({"id": 2, "cmd": "shutdown"}) + "\n")
-    done = subprocess.run([os.sys.executable, "-m", "ivr.softphone.worker"], input=lines.encode(),
+    done = subprocess.run([sys.executable, "-m", "ivr.softphone.worker"], input=lines.encode(),
                           capture_output=True, timeout=20, check=False)
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
     events = [json.loads(x) for x in done.stdout.decode().splitlines()]
     assert [e["event"] for e in events if e["event"] != "log"] == ["ack", "ready", "ack"]
     assert "pjlib" in done.stderr.decode(errors="replace") + log_file.read_text(errors="replace")
-
-
-@pytest.fixture(autouse=True)
-def _no_stray_workers() -> Iterator[None]:
-    yield

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,52 @@ def test_resync_ends_calls_that_vanished() -> None:
     assert {e.kind for e in out} == {"call_ended"}
     assert all(e.call["outcome"] == "lost" for e in out)
     assert not tracker.calls and not tracker.needs_resync
+
+
+CAPTURE = OURS / "hotline_answered.ami"
+
+
+def _feed_three_ways(data: bytes) -> dict[str, list[Event]]:
+    ways: dict[str, list[Event]] = {}
+    parser = AMIParser()
+    ways["whole"] = [parse_event(m) for m in parser.feed(data) if m.kind == "event"]
+    parser = AMIParser()
+    ways["bytewise"] = [parse_event(m) for i in range(len(data)) for m in parser.feed(data[i:i + 1])
+                        if m.kind == "event"]
+    parser = AMIParser()
+    cut = data.rfind(b"Event:")  # the last message arrives only in part
+    ways["trailing"] = [parse_event(m) for m in parser.feed(data[:cut + 10]) if m.kind == "event"]
+    return ways
+
+
+def test_sandbox_capture_parses_the_same_three_ways() -> None:
+    ways = _feed_three_ways(CAPTURE.read_bytes())
+    assert [e.raw for e in ways["whole"]] == [e.raw for e in ways["bytewise"]]
+    assert [e.raw for e in ways["trailing"]] == [e.raw for e in ways["whole"][:-1]]
+
+
+def test_sandbox_capture_answered_call_story() -> None:
+    """Recorded from a real Asterisk 22 sandbox call: caller presses 1, agent answers."""
+    events = load_capture(CAPTURE)
+    tracker = CallTracker(clock=lambda: 0.0)
+    out = tracker.feed_all(events)
+    linkedids = {e.linkedid for e in out}
+    assert len(linkedids) == 1
+    kinds = [e.kind for e in out]
+    assert kinds == ["call_started", "recording_started", "ivr_decided", "queue_joined", "agent_ringing",
+                     "agent_answered", "call_ended"]
+    call = out[-1].call
+    assert call["caller_num"] == "13800138000"
+    assert call["menu_choice"] == "1" and call["queue"] == "repair"
+    assert call["agent"] in ("1001", "1002")
+    assert call["outcome"] == "answered"
+    # hotline/YYYY/MM/DD/<linkedid>-<uniqueid>: unique per leg owner, stable across transfers
+    assert re.fullmatch(rf"hotline/\d{{4}}/\d{{2}}/\d{{2}}/{re.escape(call['linkedid'])}-[0-9.]+", call["recording"])
+    assert call["talk_seconds"] > 1 and 0 <= call["wait_seconds"] < 20
+    assert call["duration_seconds"] > call["talk_seconds"]
+
+
+def test_sandbox_capture_partial_replays() -> None:
+    events = load_capture(CAPTURE)
+    for k in range(len(events) + 1):
+        CallTracker(clock=lambda: 0.0).feed_all(events[k:])

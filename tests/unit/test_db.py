@@ -1,0 +1,206 @@
+"""cti.db on SQLite: engine settings, aware datetimes, upsert merge semantics, concurrent writers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select, text
+from sqlalchemy.exc import StatementError
+from sqlalchemy.orm import Session, sessionmaker
+
+from cti.db import (
+    CallRecord,
+    create_schema,
+    default_sqlite_url,
+    make_engine,
+    session_factory,
+    upsert_call,
+)
+
+BEIJING = timezone(timedelta(hours=8))
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    eng = make_engine(default_sqlite_url(tmp_path / "data"))
+    create_schema(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return session_factory(engine)
+
+
+def test_default_sqlite_url_is_absolute_and_creates_the_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = default_sqlite_url(Path("nested/dir"))
+    assert (tmp_path / "nested" / "dir").is_dir()
+    assert url == f"sqlite:///{tmp_path}/nested/dir/hotline.sqlite3"
+
+
+def test_sqlite_connections_use_wal_foreign_keys_and_busy_timeout(engine: Engine) -> None:
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+
+
+def test_create_schema_is_repeatable(engine: Engine) -> None:
+    create_schema(engine)
+    with engine.connect() as conn:
+        names = {row[0] for row in conn.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))}
+    assert "calls" in names
+
+
+def test_in_memory_database_is_shared_across_threads() -> None:
+    # Callers use the database from worker threads (asyncio.to_thread); with the
+    # default per-thread pool each thread would see its own empty database.
+    eng = make_engine("sqlite://")
+    create_schema(eng)
+    sessions = session_factory(eng)
+    started = datetime(2025, 1, 1, tzinfo=UTC)
+
+    def write() -> None:
+        with sessions.begin() as session:
+            upsert_call(session, {"linkedid": "mem-1", "started_at": started})
+
+    worker = threading.Thread(target=write)
+    worker.start()
+    worker.join()
+    with sessions() as session:
+        assert session.get(CallRecord, "mem-1") is not None
+    eng.dispose()
+
+
+def test_bare_postgresql_url_gets_the_psycopg2_driver() -> None:
+    eng = make_engine("postgresql://u:p@127.0.0.1:1/hotline")  # no connection is made here
+    try:
+        assert eng.dialect.driver == "psycopg2"
+        assert eng.pool._pre_ping  # type: ignore[attr-defined]
+    finally:
+        eng.dispose()
+
+
+def test_datetimes_round_trip_as_aware_utc(sessions: sessionmaker[Session]) -> None:
+    started = datetime(2025, 3, 8, 9, 30, 15, 250000, tzinfo=BEIJING)
+    with sessions.begin() as session:
+        upsert_call(session, {"linkedid": "1700000000.1", "started_at": started, "ended_at": None})
+    with sessions() as session:
+        row = session.get(CallRecord, "1700000000.1")
+        assert row is not None
+        assert row.started_at == started
+        assert row.started_at.utcoffset() == timedelta(0)
+        assert row.started_at.hour == 1  # 09:30 in Beijing is 01:30 UTC
+        assert row.ended_at is None
+
+
+def test_datetime_comparisons_in_queries_use_utc(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        upsert_call(session, {"linkedid": "a", "started_at": datetime(2025, 3, 8, 1, 0, tzinfo=UTC)})
+        upsert_call(session, {"linkedid": "b", "started_at": datetime(2025, 3, 8, 3, 0, tzinfo=UTC)})
+    since = datetime(2025, 3, 8, 10, 0, tzinfo=BEIJING)  # = 02:00 UTC
+    with sessions() as session:
+        found = session.scalars(select(CallRecord.linkedid).where(CallRecord.started_at >= since)).all()
+    assert found == ["b"]
+
+
+def test_naive_datetimes_are_refused(sessions: sessionmaker[Session]) -> None:
+    with pytest.raises(StatementError, match="naive datetime"), sessions.begin() as session:
+        upsert_call(session, {"linkedid": "naive", "started_at": datetime(2025, 1, 1, 12, 0)})
+        session.flush()
+
+
+def test_upsert_inserts_with_defaults_then_merges(sessions: sessionmaker[Session]) -> None:
+    started = datetime(2025, 5, 1, 8, 0, tzinfo=UTC)
+    with sessions.begin() as session:
+        row = upsert_call(session, {
+            "linkedid": "1746086400.42", "caller_num": "13812345678", "caller_name": "张伟",
+            "dnid": "4008001234", "started_at": started, "queue": "repair", "menu_choice": "1",
+        })
+        assert row.linkedid == "1746086400.42"
+    with sessions() as session:
+        row = session.get(CallRecord, "1746086400.42")
+        assert row is not None
+        assert (row.direction, row.is_test_call, row.outcome) == ("inbound", False, None)
+        assert row.caller_name == "张伟"
+
+    ended = started + timedelta(minutes=3)
+    with sessions.begin() as session:
+        upsert_call(session, {"linkedid": "1746086400.42", "ended_at": ended, "outcome": "answered",
+                              "talk_seconds": 151.5, "menu_choice": None})
+    with sessions() as session:
+        row = session.get(CallRecord, "1746086400.42")
+        assert row is not None
+        # Absent keys are kept, present keys (None included) are written.
+        assert (row.caller_num, row.queue, row.started_at) == ("13812345678", "repair", started)
+        assert (row.ended_at, row.outcome, row.talk_seconds, row.menu_choice) == (ended, "answered", 151.5, None)
+        assert session.scalar(select(CallRecord).where(CallRecord.linkedid != "1746086400.42")) is None
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"started_at": datetime(2025, 1, 1, tzinfo=UTC)}, "linkedid"),
+        ({"linkedid": "", "started_at": datetime(2025, 1, 1, tzinfo=UTC)}, "linkedid"),
+        ({"linkedid": "x", "caller_nmu": "1"}, "caller_nmu"),
+    ],
+)
+def test_upsert_rejects_bad_records(sessions: sessionmaker[Session], record: dict[str, object], message: str) -> None:
+    with sessions() as session, pytest.raises(ValueError, match=message):
+        upsert_call(session, record)
+
+
+def test_upsert_turns_a_lost_insert_race_into_an_update(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = datetime(2025, 1, 1, tzinfo=UTC)
+    with sessions.begin() as session:
+        upsert_call(session, {"linkedid": "race", "caller_num": "1001", "started_at": started})
+    with sessions.begin() as session:
+        real_get = session.get
+        calls: list[object] = []
+
+        def first_get_misses(*args: object, **kwargs: object) -> object:
+            # What a concurrent writer looks like: the row is not there when we look,
+            # but it is when we insert.
+            calls.append(args)
+            return None if len(calls) == 1 else real_get(*args, **kwargs)  # type: ignore[call-overload]
+
+        monkeypatch.setattr(session, "get", first_get_misses)
+        row = upsert_call(session, {"linkedid": "race", "outcome": "answered"})
+        assert len(calls) == 2
+        assert row.outcome == "answered"
+    with sessions() as session:
+        row2 = session.get(CallRecord, "race")
+        assert row2 is not None
+        assert (row2.caller_num, row2.outcome) == ("1001", "answered")
+
+
+def test_concurrent_writers_on_one_sqlite_file_wait_instead_of_failing(sessions: sessionmaker[Session]) -> None:
+    started = datetime(2025, 1, 1, tzinfo=UTC)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def writer(n: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(10):
+                with sessions.begin() as session:
+                    upsert_call(session, {"linkedid": f"call-{i}", "started_at": started, "agent": f"10{n:02d}"})
+        except BaseException as exc:  # collected and asserted in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with sessions() as session:
+        assert len(session.scalars(select(CallRecord)).all()) == 10
