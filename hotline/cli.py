@@ -95,8 +95,7 @@ def cmd_call(args: argparse.Namespace, settings: Settings) -> int:
     from hotline.democall import place_demo_call
 
     sandbox = _sandbox(settings, args.instance, args.port_offset)
-    result = asyncio.run(place_demo_call(sandbox, settings, digits=args.digits, caller=args.caller,
-                                         http_port=settings.http_port))
+    result = asyncio.run(place_demo_call(sandbox, settings, digits=args.digits, caller=args.caller))
     print(json.dumps(result, indent=2, ensure_ascii=False))
     return 0 if result.get("ok") else 1
 
