@@ -142,7 +142,8 @@ class HotlineService:
         with self.sessions.begin() as session:
             upsert_call(session, call_record_fields(call))
         if call.get("recording"):
-            rows = self.recordings.finalize(linkedid=event.linkedid, stopped_at=_utc(event.at) or datetime.now(UTC))
+            rows = self.recordings.finalize(linkedid=event.linkedid, stopped_at=_utc(event.at) or datetime.now(UTC),
+                                            queue=call.get("queue"), agent=call.get("agent"))
             for row in rows:
                 self._analyze(row)
 
@@ -154,11 +155,7 @@ class HotlineService:
         except (ValueError, OSError) as exc:
             log.warning("VAD analysis of %s failed: %s", row.path, exc)
             return
-        with self.sessions.begin() as session:
-            stored = session.get(Recording, row.id)
-            if stored is not None:
-                stored.has_speech = result.has_speech
-                stored.speech_seconds = result.speech_seconds
+        self.recordings.record_speech(row.id, has_speech=result.has_speech, speech_seconds=result.speech_seconds)
 
     # -- FastAGI -------------------------------------------------------------------------
     async def _hotline_call(self, channel: AGIChannel) -> None:

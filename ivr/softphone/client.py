@@ -374,7 +374,8 @@ class Softphone:
                 async with asyncio.timeout(timeout):
                     return await future
             except TimeoutError:
-                raise SoftphoneError(f"{self.name}: no answer to {name} within {timeout}s") from None
+                raise SoftphoneError(f"{self.name}: timed out after {timeout}s waiting for the answer to {name}"
+                                     ) from None
         finally:
             self._pending.pop(command.id, None)
 
@@ -392,7 +393,7 @@ class Softphone:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 extra = f"; {detail()}" if detail is not None else ""
-                raise SoftphoneError(f"{self.name}: no {what} within {timeout}s{extra}")
+                raise SoftphoneError(f"{self.name}: timed out after {timeout}s waiting for {what}{extra}")
             waiter: asyncio.Future[None] = loop.create_future()
             self._waiters.add(waiter)
             try:

@@ -50,8 +50,38 @@ STATES = {
 }
 
 POLL_MS = 10  # libHandleEvents timeout: the worst-case command latency
-TRANSPORT_RETRY_SECONDS = 3.0
+TRANSPORT_RETRY_SECONDS = 2.0
 SHUTDOWN_SECONDS = 2.0
+FINALIZE_SECONDS = 2.0
+
+
+def wav_finalized(path: str) -> bool:
+    """True once pjmedia's WAV writer has closed the file (its header sizes are filled in).
+
+    pjmedia 2.15's conference bridge removes ports asynchronously: destroying a
+    recorder only queues the removal, and the clock thread later destroys the port,
+    which is when the writer flushes and writes the RIFF/data sizes (0 until then).
+    So "recorder object deleted" does not mean "file complete"; the header does.
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            head = fh.read(44)
+    except OSError:
+        return True  # nothing there to wait for
+    if len(head) < 44 or head[:4] != b"RIFF":
+        return False
+    riff = int.from_bytes(head[4:8], "little")
+    data = int.from_bytes(head[40:44], "little")
+    return riff == size - 8 and data == size - 44
+
+
+class Deferred:
+    """A command result sent only when `ready()` holds (or after a timeout)."""
+
+    def __init__(self, ready: Callable[[], bool], result: dict[str, Any]) -> None:
+        self.ready = ready
+        self.result = result
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -205,16 +235,22 @@ class PhoneCall(pj.Call):  # type: ignore[misc]  # pjsua2 is untyped SWIG
     def onCallState(self, prm: pj.OnCallStateParam) -> None:  # noqa: N802 - pjsua2 name
         info = self.getInfo()
         state = STATES.get(info.state, str(info.state))
-        if state == "DISCONNECTED":
-            # Finalise the recording before the client hears of the hangup, so a test
-            # that awaited DISCONNECTED can read a complete WAV.
-            self.release_media()
-            self.ended = True
-            self.phone.retire(self)
         code = int(info.lastStatusCode)
-        self.phone.emit("call_state", call=self.handle, state=state, code=code or None,
-                        reason=str(info.lastReason), remote_uri=str(info.remoteUri),
-                        sip_call_id=str(info.callIdString))
+        event = {"call": self.handle, "state": state, "code": code or None, "reason": str(info.lastReason),
+                 "remote_uri": str(info.remoteUri), "sip_call_id": str(info.callIdString)}
+        if state != "DISCONNECTED":
+            self.phone.emit("call_state", **event)
+            return
+        self.ended = True
+        recording = self.release_media()
+        self.phone.retire(self)
+        if recording is None:
+            self.phone.emit("call_state", **event)
+        else:
+            # Report the hangup only once the recording is complete on disk, so a
+            # client that awaited DISCONNECTED can read the WAV at once.
+            self.phone.when(lambda: wav_finalized(recording),
+                            lambda finalized: self.phone.emit("call_state", **event))
 
     @guarded
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:  # noqa: N802
@@ -250,14 +286,18 @@ class PhoneCall(pj.Call):  # type: ignore[misc]  # pjsua2 is untyped SWIG
             self.recorder = recorder
         self.audio.startTransmit(self.recorder)
 
-    def stop_recorder(self) -> None:
+    def stop_recorder(self) -> str | None:
+        """Release the recorder; returns the path whose WAV will be finalised, if any."""
+        path = self.record_path if self.recorder is not None else None
         if self.recorder is not None and self.audio is not None:
             with contextlib.suppress(pj.Error):
                 self.audio.stopTransmit(self.recorder)
-        # Dropping the last reference runs pjsua_recorder_destroy, which writes the
-        # final WAV header sizes. Nothing else may hold the recorder.
+        # Dropping the last reference runs pjsua_recorder_destroy, which queues the
+        # port's removal; the header is written when the bridge destroys it (see
+        # wav_finalized). Nothing else may hold the recorder.
         self.recorder = None
         self.record_path = None
+        return path
 
     def stop_player(self, *, report: bool) -> None:
         if self.player is not None:
@@ -266,10 +306,11 @@ class PhoneCall(pj.Call):  # type: ignore[misc]  # pjsua2 is untyped SWIG
             if report:
                 self.phone.emit("play_done", call=self.handle, play=player.play_id, stopped=True)
 
-    def release_media(self) -> None:
+    def release_media(self) -> str | None:
         self.stop_player(report=False)
-        self.stop_recorder()
+        path = self.stop_recorder()
         self.audio = None
+        return path
 
 
 class PhoneAccount(pj.Account):  # type: ignore[misc]  # pjsua2 is untyped SWIG
@@ -299,6 +340,7 @@ class Phone:
         self.timers: list[tuple[float, int, Callable[[], None]]] = []
         self.timer_seq = itertools.count()
         self.graveyard: list[Any] = []
+        self.waiting: list[tuple[float, Callable[[], bool], Callable[[bool], None]]] = []
         self.registered = False
         self.stopping = False
 
@@ -420,6 +462,14 @@ class Phone:
         """Forget a disconnected call; its pjsua2 object dies outside the callback."""
         self.graveyard.append(call)
 
+    def when(self, ready: Callable[[], bool], action: Callable[[bool], None],
+             timeout: float = FINALIZE_SECONDS) -> None:
+        """Run `action(True)` once `ready()` holds, or `action(False)` after `timeout`."""
+        if ready():
+            action(True)
+        else:
+            self.waiting.append((time.monotonic() + timeout, ready, action))
+
     def later(self, delay: float, action: Callable[[], None]) -> None:
         heapq.heappush(self.timers, (time.monotonic() + delay, next(self.timer_seq), action))
 
@@ -432,11 +482,11 @@ class Phone:
         return call
 
     # -- commands -------------------------------------------------------------------------
-    def handle(self, cmd: wire.Command) -> dict[str, Any]:
+    def handle(self, cmd: wire.Command) -> dict[str, Any] | Deferred:
         method = getattr(self, f"cmd_{cmd.name}", None)
         if method is None:
             raise CommandError(f"command {cmd.name!r} not valid now")
-        result: dict[str, Any] = method(cmd)
+        result: dict[str, Any] | Deferred = method(cmd)
         return result
 
     def cmd_register(self, cmd: wire.Command) -> dict[str, Any]:
@@ -517,9 +567,12 @@ class Phone:
             call.start_recorder()  # else started by onCallMediaState
         return {}
 
-    def cmd_stop_record(self, cmd: wire.Command) -> dict[str, Any]:
-        self._call(cmd.args["call"], live=False).stop_recorder()
-        return {}
+    def cmd_stop_record(self, cmd: wire.Command) -> dict[str, Any] | Deferred:
+        path = self._call(cmd.args["call"], live=False).stop_recorder()
+        if path is None:
+            return {}
+        # The ack promises a complete file: wait for the bridge to close the writer.
+        return Deferred(lambda: wav_finalized(path), {"path": path})
 
     def cmd_shutdown(self, cmd: wire.Command) -> dict[str, Any]:
         self.stopping = True
@@ -532,6 +585,16 @@ class Phone:
         while self.timers and self.timers[0][0] <= now:
             _, _, action = heapq.heappop(self.timers)
             action()
+        if self.waiting:
+            pending, self.waiting = self.waiting, []
+            for deadline, ready, then in pending:
+                if ready():
+                    then(True)
+                elif now > deadline:
+                    self.emit("log", level="warning", message="gave up waiting for a recording to be finalised")
+                    then(False)
+                else:
+                    self.waiting.append((deadline, ready, then))
         for call in list(self.calls.values()):
             if call.player is not None and call.player.finished():
                 player, call.player = call.player, None
@@ -549,6 +612,10 @@ class Phone:
         """
         self._end_calls()
         self._drop_pjsua_objects()
+        deadline = time.monotonic() + FINALIZE_SECONDS
+        while self.waiting and time.monotonic() < deadline:  # let recordings close
+            self.ep.libHandleEvents(POLL_MS)
+            self.tick()
         gc.collect()  # a stray cycle (e.g. a saved traceback) may still hold a Call
         # NO_RX_MSG: we already hung up and unregistered (and waited for the answers);
         # without it pjsua_destroy sleeps about 1 s "for unregistration" on every stop.
@@ -568,7 +635,9 @@ class Phone:
 
     def _drop_pjsua_objects(self) -> None:
         for call in self.calls.values():
-            call.release_media()
+            path = call.release_media()
+            if path is not None:
+                self.when(functools.partial(wav_finalized, path), lambda finalized: None)
         self.calls.clear()
         self.graveyard.clear()
         with contextlib.suppress(pj.Error):
@@ -576,22 +645,27 @@ class Phone:
         del self.account
 
 
-def read_configure(stdin_fd: int, emit: Emitter) -> tuple[wire.Command, wire.LineSplitter] | None:
-    """Block until the first command, which must be `configure`; None on EOF."""
+def read_configure(stdin_fd: int) -> tuple[wire.Command, wire.LineSplitter, list[bytes]] | None:
+    """Block until the first command, which must be `configure`; None on EOF.
+    Also returns the lines that arrived in the same read, to be served next."""
     splitter = wire.LineSplitter()
     while True:
         chunk = os.read(stdin_fd, 65536)
         if not chunk:
             return None
-        for line in splitter.feed(chunk):
-            cmd = wire.decode_command(line)
+        lines = splitter.feed(chunk)
+        if lines:
+            cmd = wire.decode_command(lines[0])
             if cmd.name != "configure":
                 raise wire.WireError("the first command must be configure", cmd.id)
-            return cmd, splitter
+            return cmd, splitter, lines[1:]
 
 
-def serve(phone: Phone, stdin_fd: int, splitter: wire.LineSplitter, stop_flag: list[bool]) -> None:
+def serve(phone: Phone, stdin_fd: int, splitter: wire.LineSplitter, early: list[bytes],
+          stop_flag: list[bool]) -> None:
     """The poll loop: pjsua2 events, then whatever stdin has, then timers."""
+    for line in early:
+        run_command(phone, line)
     os.set_blocking(stdin_fd, False)
     selector = selectors.DefaultSelector()
     selector.register(stdin_fd, selectors.EVENT_READ)
@@ -626,6 +700,11 @@ def run_command(phone: Phone, line: bytes) -> None:
         return
     try:
         result = phone.handle(cmd)
+        if isinstance(result, Deferred):
+            deferred = result
+            phone.when(deferred.ready, lambda ok: phone.emit("ack", id=cmd.id, result={**deferred.result,
+                                                                                        "complete": ok}))
+            return
     except pj.Error as exc:
         phone.emit("error", id=cmd.id, message=pj_message(exc))
     except (CommandError, wire.WireError) as exc:
@@ -652,13 +731,13 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     stdin_fd = sys.stdin.fileno()
     try:
-        first = read_configure(stdin_fd, emit)
+        first = read_configure(stdin_fd)
     except wire.WireError as exc:
         emit("error", id=exc.command_id, message=str(exc))
         return 2
     if first is None:
         return 0
-    cmd, splitter = first
+    cmd, splitter, early = first
     try:
         config, log_file = wire.PhoneConfig.from_wire(cmd.args["config"])
         phone = Phone(config, log_file, emit)
@@ -671,7 +750,7 @@ def main() -> int:
     emit("ack", id=cmd.id, result={"port": phone.port})
     emit("ready", port=phone.port, uri=phone.uri)
     try:
-        serve(phone, stdin_fd, splitter, stop_flag)
+        serve(phone, stdin_fd, splitter, early, stop_flag)
     finally:
         phone.shutdown()
     sys.stderr.flush()

@@ -37,7 +37,9 @@ def sessions(engine: Engine) -> sessionmaker[Session]:
     return session_factory(engine)
 
 
-def test_default_sqlite_url_is_absolute_and_creates_the_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_sqlite_url_is_absolute_and_creates_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     url = default_sqlite_url(Path("nested/dir"))
     assert (tmp_path / "nested" / "dir").is_dir()
@@ -82,7 +84,7 @@ def test_bare_postgresql_url_gets_the_psycopg2_driver() -> None:
     eng = make_engine("postgresql://u:p@127.0.0.1:1/hotline")  # no connection is made here
     try:
         assert eng.dialect.driver == "psycopg2"
-        assert eng.pool._pre_ping  # type: ignore[attr-defined]
+        assert getattr(eng.pool, "_pre_ping", None) is True
     finally:
         eng.dispose()
 
@@ -125,21 +127,22 @@ def test_upsert_inserts_with_defaults_then_merges(sessions: sessionmaker[Session
         })
         assert row.linkedid == "1746086400.42"
     with sessions() as session:
-        row = session.get(CallRecord, "1746086400.42")
-        assert row is not None
-        assert (row.direction, row.is_test_call, row.outcome) == ("inbound", False, None)
-        assert row.caller_name == "张伟"
+        inserted = session.get(CallRecord, "1746086400.42")
+        assert inserted is not None
+        assert (inserted.direction, row.is_test_call, row.outcome) == ("inbound", False, None)
+        assert inserted.caller_name == "张伟"
 
     ended = started + timedelta(minutes=3)
     with sessions.begin() as session:
         upsert_call(session, {"linkedid": "1746086400.42", "ended_at": ended, "outcome": "answered",
                               "talk_seconds": 151.5, "menu_choice": None})
     with sessions() as session:
-        row = session.get(CallRecord, "1746086400.42")
-        assert row is not None
+        merged = session.get(CallRecord, "1746086400.42")
+        assert merged is not None
         # Absent keys are kept, present keys (None included) are written.
-        assert (row.caller_num, row.queue, row.started_at) == ("13812345678", "repair", started)
-        assert (row.ended_at, row.outcome, row.talk_seconds, row.menu_choice) == (ended, "answered", 151.5, None)
+        assert (merged.caller_num, merged.queue, merged.started_at) == ("13812345678", "repair", started)
+        assert (merged.ended_at, merged.outcome, merged.talk_seconds, merged.menu_choice) == (
+            ended, "answered", 151.5, None)
         assert session.scalar(select(CallRecord).where(CallRecord.linkedid != "1746086400.42")) is None
 
 
@@ -164,13 +167,13 @@ def test_upsert_turns_a_lost_insert_race_into_an_update(
         upsert_call(session, {"linkedid": "race", "caller_num": "1001", "started_at": started})
     with sessions.begin() as session:
         real_get = session.get
-        calls: list[object] = []
+        calls: list[str] = []
 
-        def first_get_misses(*args: object, **kwargs: object) -> object:
+        def first_get_misses(entity: type[CallRecord], ident: str) -> CallRecord | None:
             # What a concurrent writer looks like: the row is not there when we look,
             # but it is when we insert.
-            calls.append(args)
-            return None if len(calls) == 1 else real_get(*args, **kwargs)  # type: ignore[call-overload]
+            calls.append(ident)
+            return None if len(calls) == 1 else real_get(entity, ident)
 
         monkeypatch.setattr(session, "get", first_get_misses)
         row = upsert_call(session, {"linkedid": "race", "outcome": "answered"})

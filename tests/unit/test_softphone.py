@@ -22,7 +22,7 @@ import time
 import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import webrtcvad
@@ -216,7 +216,7 @@ async def test_manual_answer_and_caller_giving_up(make_phone: PhoneMaker) -> Non
     await second.hangup()  # CANCEL
     await unanswered.wait_state("DISCONNECTED", 5)
     assert unanswered.last_status_code == 487
-    with pytest.raises(SoftphoneError, match="no an incoming call|no incoming|within"):
+    with pytest.raises(SoftphoneError, match="timed out after 0.2s waiting for an incoming call"):
         await agent.wait_incoming(0.2)
 
 
@@ -312,8 +312,7 @@ class FakeRegistrar(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         text = data.decode()
