@@ -287,7 +287,8 @@ def _extensions_conf(defn: HotlineDefinition, s: AsteriskSettings, sounds: Mappi
         f" same => n,Set(__{cv.TEST_TAG}=${{FILTER(A-Za-z0-9_.-,${{PJSIP_HEADER(read,{cv.TEST_HEADER})}})}})",
         " same => n,Answer()",
         # Linkedid + Uniqueid cannot collide and stay meaningful after transfers.
-        f" same => n,Set(__{cv.RECORDING}={RECORDINGS_SUBDIR}/${{STRFTIME(${{EPOCH}},UTC,%Y/%m/%d)}}/${{CHANNEL(linkedid)}}-${{UNIQUEID}})",
+        f" same => n,Set(__{cv.RECORDING}={RECORDINGS_SUBDIR}/${{STRFTIME(${{EPOCH}},UTC,%Y/%m/%d)}}"
+        f"/${{CHANNEL(linkedid)}}-${{UNIQUEID}})",
         f" same => n,MixMonitor({s.recordings_dir}/${{{cv.RECORDING}}}-mix.wav,"
         f"r({s.recordings_dir}/${{{cv.RECORDING}}}-rx.wav)t({s.recordings_dir}/${{{cv.RECORDING}}}-tx.wav))",
         f" same => n,AGI({agi_url})",
@@ -411,5 +412,6 @@ def _indications_conf() -> str:
         "ringcadence = 1000,4000",
         "dial = 450", "busy = 450/350,0/350", "ring = 450/1000,0/4000",
         "congestion = 450/700,0/700", "callwaiting = 450/400,0/4000",
-        "dialrecall = 450", "record = 950/400,0/10000", "info = 450/100,0/100,450/100,0/100,450/100,0/100,450/400,0/400",
+        "dialrecall = 450", "record = 950/400,0/10000",
+        "info = 450/100,0/100,450/100,0/100,450/100,0/100,450/400,0/400",
     )

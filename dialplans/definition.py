@@ -235,7 +235,7 @@ class _Reader:
             file = spec.get("file")
             voice = str(spec.get("voice", "cmn"))
             if text is None and file is None:
-                self.error(where, spec.line, "a prompt needs 'text' or 'file'")
+                self.error(where, getattr(spec, "line", None), "a prompt needs 'text' or 'file'")
             if text is not None and (not isinstance(text, str) or not text.strip()):
                 self.error(where, _line(spec, "text"), "'text' must be non-empty text")
             if file is not None and (not isinstance(file, str) or ".." in Path(file).parts):
@@ -317,10 +317,10 @@ class _Reader:
                 else:
                     for digit, target in choices_raw.items():
                         if len(digit) != 1 or digit not in DTMF_DIGITS:
-                            self.error(where, choices_raw.key_lines.get(digit),
+                            self.error(where, _line(choices_raw, digit),
                                        f"choice {digit!r} is not one DTMF digit")
                         choices[digit] = str(target)
-                        targets.append((where, choices_raw.key_lines.get(digit), str(target)))
+                        targets.append((where, _line(choices_raw, digit), str(target)))
                 on_exhausted = self.text_field(spec, "on_exhausted", where, "operator")
                 targets.append((where, _line(spec, "on_exhausted"), on_exhausted))
                 invalid_prompt = spec.get("invalid_prompt")

@@ -184,11 +184,12 @@ class HotlineService:
         ]
 
     def status(self) -> dict[str, Any]:
+        last = self.ami.last_event_at
         return {
             "ami": {"connected": self.ami.connected, "ready": self.ami.ready,
                     "resynced": not self.tracker.needs_resync, "resyncs": self.resyncs,
                     "last_event_at": self.ami.last_event_at,
-                    "lag_seconds": None if self.ami.last_event_at is None else round(time.time() - self.ami.last_event_at, 3)},
+                    "lag_seconds": None if last is None else round(time.time() - last, 3)},
             "agi": {"sessions_active": self.agi.sessions_active, "sessions_total": self.agi.sessions_total,
                     "failures": self.agi.failures},
             "calls": {"live": len(self.tracker.calls), "events_seen": self.tracker.events_seen},

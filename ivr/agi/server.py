@@ -312,7 +312,12 @@ class AGIChannel:
         return (resp.data or "") if resp.result == "1" else None
 
     async def exec(self, application: str, *args: str) -> AGIResponse:
-        """Run a dialplan application; each of `args` stays one application argument."""
+        """Run a dialplan application; each of `args` stays one application argument.
+
+        Arguments are escaped for Asterisk's standard argument splitting (see
+        protocol.encode_app_args); applications that take their data raw (Set,
+        Verbose) would keep the backslashes: use set_variable/verbose for those.
+        """
         words: tuple[str, ...] = ("EXEC", check_app_name(application))
         if args:
             words += (encode_app_args(*args),)

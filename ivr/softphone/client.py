@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 COMMAND_TIMEOUT = 10.0  # a command is answered within one poll; this only bounds a hung worker
-STOP_GRACE = 5.0  # shutdown hangs up and unregisters (bounded to 2 s in the worker)
+STOP_GRACE = 6.0  # the worker's shutdown (hangups, un-REGISTER, WAV close) is bounded to about 4 s
 LOG_TAIL_LINES = 20
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,6 +77,11 @@ class Call:
     @property
     def ended(self) -> bool:
         return "DISCONNECTED" in self._seen_states
+
+    def header(self, name: str) -> str | None:
+        """An INVITE header of an incoming call, by case-insensitive name (as SIP wants)."""
+        wanted = name.lower()
+        return next((v for k, v in self.incoming_headers.items() if k.lower() == wanted), None)
 
     def _ended_error(self, what: str) -> SoftphoneError:
         return SoftphoneError(f"{self.phone.name}: call {self.call_id} ended "
@@ -245,6 +250,10 @@ class Softphone:
                 sys.executable, "-m", "ivr.softphone.worker",
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env,
             )
+        except BaseException:
+            if temp_dir is not None:
+                shutil.rmtree(temp_dir, ignore_errors=True)
+            raise
         finally:
             os.close(stderr)
         phone = cls(config, proc, log_file, temp_dir)

@@ -8,7 +8,7 @@ Why one thread: pjsua2 runs with `threadCnt=0` and `mainThreadOnly=True`, and me
 shares the SIP ioqueue (`medConfig.hasIoqueue=False`), so SIP, RTP and DTMF callbacks
 all run inside our own `libHandleEvents(10)` poll. The one thread pjsua2 still starts
 is the null sound device's clock, which drives the conference bridge (players and
-recorders); we never run Python on it (see `_poll_players`).
+recorders); we never run Python on it (see `Player`).
 
 Protocol: the first line on stdin is a `configure` command; the worker answers with an
 `ack` and a `ready` event carrying the bound SIP port, then serves commands until
@@ -29,8 +29,10 @@ import os
 import selectors
 import signal
 import sys
+import threading
 import time
 import traceback
+import wave
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -76,12 +78,22 @@ def wav_finalized(path: str) -> bool:
     return riff == size - 8 and data == size - 44
 
 
+def wav_format(path: str) -> tuple[int, int, int]:
+    """(rate, channels, sample width) of a PCM WAV; CommandError if it is not one."""
+    try:
+        with wave.open(path, "rb") as wav:
+            return wav.getframerate(), wav.getnchannels(), wav.getsampwidth()
+    except (OSError, EOFError, wave.Error) as exc:
+        raise CommandError(f"cannot play {path}: {exc}") from None
+
+
 class Deferred:
     """A command result sent only when `ready()` holds (or after a timeout)."""
 
     def __init__(self, ready: Callable[[], bool], result: dict[str, Any]) -> None:
         self.ready = ready
         self.result = result
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -105,10 +117,10 @@ def enable_bundled_digests() -> str:
     exists. dlopen() of the same path returns the copy pjsua2 already loaded.
     Returns what happened, for the log; absence of the library is fine (other builds).
     """
-    libs = Path(pj.__file__).resolve().parent.parent / "pjsua2_python.libs"
-    found = sorted(libs.glob("libcrypto*")) if libs.is_dir() else []
+    site = Path(pj.__file__).resolve().parent.parent  # auditwheel puts libs beside the package
+    found = sorted(p for libs in site.glob("pjsua2*.libs") for p in libs.glob("libcrypto*"))
     if not found:
-        return f"no bundled libcrypto under {libs}: digests left to pjsua2"
+        return f"no bundled libcrypto in {site}/pjsua2*.libs: digests left to pjsua2"
     done = []
     for path in found:
         try:
@@ -172,18 +184,10 @@ class Player:
             info = media.getInfo()
             self.samples = int(info.sizeSamples)
             # The file's own rate, not the bridge's: positions count file samples.
-            self.rate = self._wav_rate()
+            self.rate = wav_format(self.path)[0]
             self.media = media
             self.started_at = time.monotonic()
         self.media.startTransmit(sink)
-
-    def _wav_rate(self) -> int:
-        try:
-            with open(self.path, "rb") as fh:
-                header = fh.read(28)
-            return max(int.from_bytes(header[24:28], "little"), 1) if header[:4] == b"RIFF" else 8000
-        except OSError:
-            return 8000
 
     def finished(self) -> bool:
         if self.media is None or self.loop:
@@ -201,12 +205,18 @@ class Player:
         self.media = None  # the SWIG destructor removes the port from the bridge
 
 
+MAIN_THREAD = threading.get_ident()
+
+
 def guarded(method: F) -> F:
     """pjsua2 callbacks must not raise: an exception escaping a SWIG director unwinds
-    through C and can abort the process. Report it as a `log` event instead."""
+    through C and can abort the process. Report it as a `log` event instead.
+    Also checks the one-thread design: a callback on another thread is reported."""
 
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() != MAIN_THREAD:
+            self.phone.emit("log", level="warning", message=f"{method.__name__} called off the main thread")
         try:
             return method(self, *args, **kwargs)
         except Exception:
@@ -243,7 +253,6 @@ class PhoneCall(pj.Call):  # type: ignore[misc]  # pjsua2 is untyped SWIG
             return
         self.ended = True
         recording = self.release_media()
-        self.phone.retire(self)
         if recording is None:
             self.phone.emit("call_state", **event)
         else:
@@ -335,11 +344,17 @@ class Phone:
     def __init__(self, config: wire.PhoneConfig, log_file: Path, emit: Emitter) -> None:
         self.config = config
         self.emit = emit
+        # Every call of this phone's life, ended ones too. pjsua2's `Call::~Call` clears
+        # the user data of *its slot id* and hangs up whatever call is active there; pjsua
+        # reuses slots at once, so destroying an ended call mid-session could detach or
+        # hang up the next call in that slot. Ended calls die at shutdown, when no slot
+        # is in use.
         self.calls: dict[int, PhoneCall] = {}
         self.handles = itertools.count(1)
         self.timers: list[tuple[float, int, Callable[[], None]]] = []
         self.timer_seq = itertools.count()
-        self.graveyard: list[Any] = []
+        # Failed outgoing calls: kept, like ended ones, until shutdown (see `calls`).
+        self.failed_calls: list[PhoneCall] = []
         self.waiting: list[tuple[float, Callable[[], bool], Callable[[bool], None]]] = []
         self.registered = False
         self.stopping = False
@@ -458,10 +473,6 @@ class Phone:
         prm.statusCode = code  # 0: pjsua's default (603 unanswered, BYE/CANCEL otherwise)
         call.hangup(prm)
 
-    def retire(self, call: PhoneCall) -> None:
-        """Forget a disconnected call; its pjsua2 object dies outside the callback."""
-        self.graveyard.append(call)
-
     def when(self, ready: Callable[[], bool], action: Callable[[bool], None],
              timeout: float = FINALIZE_SECONDS) -> None:
         """Run `action(True)` once `ready()` holds, or `action(False)` after `timeout`."""
@@ -514,7 +525,7 @@ class Phone:
             call.makeCall(cmd.args["uri"], prm)
         except pj.Error:
             del self.calls[call.handle]
-            self.graveyard.append(call)
+            self.failed_calls.append(call)
             raise
         return {"call": call.handle, "sip_call_id": str(call.getInfo().callIdString)}
 
@@ -548,6 +559,10 @@ class Phone:
         path = cmd.args["path"]
         if not os.path.isfile(path):
             raise CommandError(f"no such WAV file: {path}")
+        rate, channels, width = wav_format(path)
+        if channels != 1 or width != 2:
+            # pjmedia's WAV player takes 16-bit PCM mono only (any rate: the bridge resamples).
+            raise CommandError(f"{path}: need 16-bit mono PCM, got {channels} channel(s) of {8 * width} bit")
         call.stop_player(report=True)
         player = Player(cmd.id, path, cmd.args["loop"])
         if call.audio is not None:
@@ -580,7 +595,7 @@ class Phone:
 
     # -- loop -----------------------------------------------------------------------------
     def tick(self) -> None:
-        """Work between polls: due timers, finished players, dead pjsua2 objects."""
+        """Work between polls: due timers, pending finalisations, finished players."""
         now = time.monotonic()
         while self.timers and self.timers[0][0] <= now:
             _, _, action = heapq.heappop(self.timers)
@@ -600,7 +615,6 @@ class Phone:
                 player, call.player = call.player, None
                 player.stop(call.audio)
                 self.emit("play_done", call=call.handle, play=player.play_id, stopped=False)
-        self.graveyard.clear()
 
     def shutdown(self) -> None:
         """Hang up, unregister, and destroy pjsua2 objects before the library.
@@ -616,6 +630,7 @@ class Phone:
         while self.waiting and time.monotonic() < deadline:  # let recordings close
             self.ep.libHandleEvents(POLL_MS)
             self.tick()
+        self.waiting.clear()
         gc.collect()  # a stray cycle (e.g. a saved traceback) may still hold a Call
         # NO_RX_MSG: we already hung up and unregistered (and waited for the answers);
         # without it pjsua_destroy sleeps about 1 s "for unregistration" on every stop.
@@ -639,7 +654,8 @@ class Phone:
             if path is not None:
                 self.when(functools.partial(wav_finalized, path), lambda finalized: None)
         self.calls.clear()
-        self.graveyard.clear()
+        self.failed_calls.clear()
+        self.timers.clear()  # their closures hold calls too
         with contextlib.suppress(pj.Error):
             self.account.shutdown()
         del self.account
@@ -716,7 +732,8 @@ def run_command(phone: Phone, line: bytes) -> None:
         phone.emit("ack", id=cmd.id, result=result)
 
 
-def main() -> int:
+def run() -> int:
+    """The worker's life; returns its exit code (2: could not start)."""
     # The event channel is a private copy of stdout; fd 1 then points at stderr (the
     # log file) so that nothing pjlib or a C library prints can corrupt the protocol.
     emit = Emitter(os.dup(1))
@@ -753,11 +770,21 @@ def main() -> int:
         serve(phone, stdin_fd, splitter, early, stop_flag)
     finally:
         phone.shutdown()
+    return 0
+
+
+def main() -> None:
+    try:
+        code = run()
+    except BaseException:
+        traceback.print_exc()
+        code = 1
     sys.stderr.flush()
-    # Skip interpreter teardown: SWIG finalisers of pjsua2 globals running after
-    # libDestroy have crashed on exit; everything worth keeping is flushed.
-    os._exit(0)
+    # Leave without interpreter teardown: it would run pjsua2 destructors (Endpoint,
+    # any stray Call) in arbitrary order, after libDestroy or without it, and e.g.
+    # pj::Call::~Call after libDestroy aborts the process (pjsua2 2.15.1).
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -12,12 +12,12 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from dialplans.definition import HotlineDefinition
-from hotline.sandbox import Sandbox
-from hotline.service import HotlineService
 from cti.ami.events import parse_event
 from cti.ami.protocol import AMIParser
 from cti.tracker import CallTracker
+from dialplans.definition import HotlineDefinition
+from hotline.sandbox import Sandbox
+from hotline.service import HotlineService
 from recordings.vad import analyze_wav
 from tests.support.ami_tap import AMITap
 from tests.support.calls import PhoneFactory, agent_phone, carrier_headers, hotline_uri, wait_for

@@ -59,7 +59,7 @@ def asterisk_parse_args(line: str) -> list[str]:
     return ["".join(word) for word in words]
 
 
-def env_block(script: str | None = "hotline", *, port: int = 4573, **overrides: str) -> bytes:
+def env_block(script: str | None = "hotline", **overrides: str) -> bytes:
     """An environment block in the order setup_env() writes it (Asterisk 22).
 
     `overrides` replace or add `agi_<key>` lines; `script=None` leaves out
@@ -70,7 +70,7 @@ def env_block(script: str | None = "hotline", *, port: int = 4573, **overrides: 
     if script is not None:
         values["network_script"] = script
     values.update({
-        "request": f"agi://127.0.0.1:{port}/{path}",
+        "request": f"agi://127.0.0.1:4573/{path}",
         "channel": "PJSIP/carrier-00000001",
         "language": "zh",
         "type": "PJSIP",
@@ -97,10 +97,10 @@ def env_block(script: str | None = "hotline", *, port: int = 4573, **overrides: 
 
 #: Commands still allowed on a dead channel (res_agi.c command table, "dead" flag).
 DEAD_OK: Final = frozenset({
-    "ANSWER", "CHANNEL STATUS", "DATABASE DEL", "DATABASE DELTREE", "DATABASE GET", "DATABASE PUT",
+    "CHANNEL STATUS", "DATABASE DEL", "DATABASE DELTREE", "DATABASE GET", "DATABASE PUT",
     "GET FULL VARIABLE", "GET VARIABLE", "HANGUP", "NOOP", "SET CONTEXT", "SET EXTENSION",
     "SET PRIORITY", "SET VARIABLE", "VERBOSE", "SPEECH DESTROY", "SPEECH UNLOAD GRAMMAR",
-}) - {"ANSWER"}
+})
 
 
 class FakeAsterisk:
@@ -211,6 +211,11 @@ class FakeAsterisk:
             if answer is None:
                 return []
             return [answer] if isinstance(answer, str) else list(answer)
+        return self.default_answer(argv)
+
+    def default_answer(self, argv: list[str]) -> list[str]:
+        """What Asterisk 22 would answer, ignoring `answers`."""
+        name, args = _split_command(argv)
         if name not in _ARITY:
             return ["510 Invalid or unknown command"]
         if self.dead and name not in DEAD_OK:

@@ -119,7 +119,8 @@ async def test_direct_call_is_confirmed_on_both_sides_with_custom_header(make_ph
     out = await caller.call(agent.uri, headers={"X-Hotline-Test": "qa-run-42"})
     inc = await agent.wait_incoming(5)
     assert inc.incoming_headers["X-Hotline-Test"] == "qa-run-42"
-    assert inc.state == "INCOMING"
+    assert inc.header("x-hotline-test") == "qa-run-42" and inc.header("X-Missing") is None
+    assert inc.state in ("INCOMING", "EARLY") and inc.incoming
     await out.wait_state("EARLY", 5)  # the 180 sent while the answer delay runs
     await asyncio.gather(out.wait_state("CONFIRMED", 5), inc.wait_state("CONFIRMED", 5))
 
@@ -131,6 +132,22 @@ async def test_direct_call_is_confirmed_on_both_sides_with_custom_header(make_ph
     await out.hangup()
     await asyncio.gather(out.wait_state("DISCONNECTED", 5), inc.wait_state("DISCONNECTED", 5))
     await out.hangup()  # idempotent once ended
+
+
+async def test_sequential_calls_keep_their_own_handles(make_phone: PhoneMaker) -> None:
+    """pjsua reuses call slots at once; each call must still get its own events."""
+    caller = await make_phone("caller")
+    agent = await make_phone("agent5", auto_answer=True)
+    for n in range(1, 4):
+        out = await caller.call(agent.uri, headers={"X-Seq": str(n)})
+        inc = await agent.wait_incoming(5)
+        assert inc.incoming_headers["X-Seq"] == str(n)
+        await asyncio.gather(out.wait_state("CONFIRMED", 5), inc.wait_state("CONFIRMED", 5), inc.wait_media(5))
+        await inc.hangup()
+        await asyncio.gather(out.wait_state("DISCONNECTED", 5), inc.wait_state("DISCONNECTED", 5))
+    assert [c.call_id for c in agent.calls] == [1, 2, 3]
+    assert len({c.sip_call_id for c in agent.calls}) == 3
+    assert all(c.state == "DISCONNECTED" for c in caller.calls + agent.calls)
 
 
 async def test_callee_records_the_callers_speech(make_phone: PhoneMaker, speech8k: Path, tmp_path: Path) -> None:
@@ -147,6 +164,21 @@ async def test_callee_records_the_callers_speech(make_phone: PhoneMaker, speech8
     voiced, recorded = voiced_seconds(heard)
     assert spoken > 1.0
     assert recorded >= length * 0.8, (recorded, length)
+    assert voiced >= 0.6 * spoken, (voiced, spoken)
+
+
+async def test_sixteen_khz_phone_records_wideband(make_phone: PhoneMaker, speech8k: Path, tmp_path: Path) -> None:
+    """A 16 kHz phone (bridge and recorder at 16 kHz) still talks G.711 and hears speech."""
+    _, _, out, inc = await _connected_pair(make_phone, clock_rate=16000)
+    heard = tmp_path / "heard16k.wav"
+    await inc.record(heard)
+    await out.play(speech8k)
+    await out.wait_play_done(timeout=10)
+    await inc.stop_record()
+    with wave.open(str(heard), "rb") as wav:
+        assert wav.getframerate() == 16000
+    spoken, _ = voiced_seconds(speech8k)
+    voiced, _ = voiced_seconds(heard)
     assert voiced >= 0.6 * spoken, (voiced, spoken)
 
 
@@ -320,7 +352,7 @@ class FakeRegistrar(asyncio.DatagramProtocol):
             return
         self.requests.append(text)
         head = text.split("\r\n\r\n", 1)[0].split("\r\n")
-        fields = {}
+        fields: dict[str, str] = {}
         for line in head[1:]:
             name, _, value = line.partition(":")
             fields.setdefault(name.strip().lower(), value.strip())
