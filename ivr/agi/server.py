@@ -211,7 +211,9 @@ class AGIChannel:
         try:
             async with asyncio.timeout(2.0):
                 await self._writer.wait_closed()
-        except (OSError, TimeoutError):
+        except TimeoutError:
+            self._writer.transport.abort()  # the peer stopped reading: do not wait forever
+        except OSError:
             pass
         task = self._read_task
         if task is not None:
