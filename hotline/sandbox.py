@@ -183,20 +183,23 @@ class Sandbox:
             self.host(inside).mkdir(parents=True, exist_ok=True)
         # Stale control socket from a killed instance would make Asterisk refuse to start.
         (self.host(self.run) / "asterisk.ctl").unlink(missing_ok=True)
-        console = open(self.log_dir / "console.log", "ab")  # noqa: SIM115 - handed to the child
+        # posix_spawn in a new session, no Popen object: Asterisk outlives `hotline sandbox up`,
+        # and the pid file is how every later command finds it.
+        console = os.open(self.log_dir / "console.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            proc = subprocess.Popen(
-                ["chroot", str(self.root), "/usr/sbin/asterisk", "-f", "-n", "-g",
-                 "-C", f"{self.etc}/asterisk.conf"],
-                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                start_new_session=True,
+            pid = os.posix_spawn(
+                "/usr/sbin/chroot",
+                ["chroot", str(self.root), "/usr/sbin/asterisk", "-f", "-n", "-g", "-C", f"{self.etc}/asterisk.conf"],
+                dict(os.environ),
+                file_actions=[(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                              (os.POSIX_SPAWN_DUP2, console, 1), (os.POSIX_SPAWN_DUP2, console, 2)],
+                setsid=True,
             )
         finally:
-            console.close()
+            os.close(console)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.pid_file.write_text(str(proc.pid))
-        self._proc = proc
-        return proc.pid
+        self.pid_file.write_text(str(pid))
+        return pid
 
     async def wait_booted(self, timeout: float = 30.0) -> None:
         """Wait for FullyBooted on AMI: the only reliable sign every module loaded."""
@@ -258,9 +261,6 @@ class Sandbox:
         return True
 
     def _alive(self, pid: int) -> bool:
-        proc = getattr(self, "_proc", None)
-        if proc is not None and proc.pid == pid:
-            return proc.poll() is None
         try:
             waited, _ = os.waitpid(pid, os.WNOHANG)
             if waited == pid:
