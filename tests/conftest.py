@@ -9,8 +9,10 @@ stopped by pid at the end of the session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -86,7 +88,7 @@ def SERVICE_KEY() -> Any:  # noqa: N802 - imported late so unit tests need no se
 
 @pytest.fixture
 async def phones(tmp_path: Path) -> AsyncIterator[PhoneFactory]:
-    """Start softphones (own processes); all stopped at the end of the test."""
+    """Start softphones (own processes); every one is stopped (or killed by pid) after the test."""
     from ivr.softphone.client import PhoneConfig, Softphone
 
     started: list[Softphone] = []
@@ -101,6 +103,10 @@ async def phones(tmp_path: Path) -> AsyncIterator[PhoneFactory]:
         yield start
     finally:
         await asyncio.gather(*(p.stop() for p in started), return_exceptions=True)
+        for phone in started:  # a phone that would not stop is killed by its pid
+            if phone.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(phone.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")

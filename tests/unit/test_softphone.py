@@ -8,7 +8,6 @@ Asterisk here (the real-Asterisk tests register agents against PJSIP).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
@@ -33,23 +32,9 @@ PhoneMaker = Callable[..., Awaitable[Softphone]]
 
 
 @pytest.fixture
-async def make_phone(tmp_path: Path) -> AsyncIterator[PhoneMaker]:
-    """Start phones; every one is stopped (and, failing that, killed by pid) afterwards."""
-    started: list[Softphone] = []
-
-    async def start(name: str, **kwargs: Any) -> Softphone:
-        phone = await Softphone.start(PhoneConfig(name=name, log_dir=tmp_path / "phone-logs", **kwargs))
-        started.append(phone)
-        return phone
-
-    try:
-        yield start
-    finally:
-        await asyncio.gather(*(p.stop() for p in started), return_exceptions=True)
-        for phone in started:
-            if phone.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(phone.pid, signal.SIGKILL)
+def make_phone(phones: PhoneMaker) -> PhoneMaker:
+    """The suite-wide `phones` factory (tests/conftest.py) under this module's name."""
+    return phones
 
 
 def _wait_for_tool(name: str, timeout: float = 120.0) -> str:
