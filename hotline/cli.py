@@ -10,7 +10,11 @@ import sys
 from pathlib import Path
 
 from aiohttp import web
+from sqlalchemy.orm import Session, sessionmaker
 
+from cti.auth import ROLES, AuthError, TokenStore
+from cti.customers.cli import add_commands as add_customer_commands
+from cti.db import create_schema, make_engine, session_factory
 from dialplans.definition import InvalidDefinition, load_definition
 from hotline.app import create_app, flow_for
 from hotline.sandbox import Sandbox, SandboxError, SandboxPorts, ensure_root, root_path
@@ -81,14 +85,51 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     sandbox = _sandbox(settings, args.instance, args.port_offset)
     defn = load_definition(settings.definition)
     numbers = ", ".join(defn.numbers)
+    token_file = ensure_admin_token(settings)
     print(
         f"\nHotline ready. Asterisk PJSIP on 127.0.0.1:{sandbox.ports.sip}, hotline numbers {numbers}.\n"
         f"Agent SIP passwords: {sandbox.secrets_file}\n"
+        f"Admin API token:     {token_file}  (curl -H \"Authorization: Bearer $(cat {token_file})\" "
+        f"http://{settings.http_host}:{settings.http_port}/calls)\n"
         f"Place a real test call (new terminal):  .venv/bin/hotline call --instance {args.instance} --digits 1\n"
         f"Stop Asterisk afterwards:               .venv/bin/hotline sandbox down --instance {args.instance}\n",
         flush=True,
     )
     return _serve_with_sounds(_settings_for_sandbox(settings, sandbox), f"{sandbox.lib}/sounds")
+
+
+def _sessions(settings: Settings) -> sessionmaker[Session]:
+    """The service database (schema created if missing) for offline commands."""
+    import hotline.service  # noqa: F401 - registers every table on the shared metadata
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.db_url)
+    create_schema(engine)
+    return session_factory(engine)
+
+
+def ensure_admin_token(settings: Settings) -> Path:
+    """Issue an admin token for the demo once, kept in data_dir/admin-token (mode 600)."""
+    from hotline.democall import admin_token_file
+
+    path = admin_token_file(settings)
+    tokens = TokenStore(_sessions(settings))
+    if path.is_file() and tokens.check(path.read_text().strip()) is not None:
+        return path
+    token = tokens.issue("demo-admin", "admin")
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
+    tokens = TokenStore(_sessions(settings))
+    try:
+        print(tokens.issue(args.user, args.role, args.agent))
+    except AuthError as exc:
+        print(f"hotline: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_call(args: argparse.Namespace, settings: Settings) -> int:
@@ -123,6 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="sandbox up, then serve against it (the one-command demo)")
     sandbox_args(run)
     run.set_defaults(func=cmd_run)
+
+    tokens = sub.add_parser("tokens", help="API tokens")
+    tokens_sub = tokens.add_subparsers(dest="tokens_command", required=True)
+    create = tokens_sub.add_parser("create", help="issue a token (printed once)")
+    create.add_argument("--user", required=True)
+    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--agent", help="the agent's extension (role agent)")
+    create.set_defaults(func=cmd_tokens)
+
+    add_customer_commands(sub, lambda: _sessions(load_settings()))
 
     call = sub.add_parser("call", help="place a real demo call into the sandbox hotline")
     sandbox_args(call)

@@ -26,6 +26,11 @@ from hotline.settings import Settings
 from ivr.softphone.client import PhoneConfig, Softphone
 
 
+def admin_token_file(settings: Settings) -> Path:
+    """Where `hotline run` leaves the admin token it issued for this data dir."""
+    return settings.data_dir / "admin-token"
+
+
 async def _get(http: aiohttp.ClientSession, url: str) -> Any:
     async with http.get(url) as resp:
         return await resp.json() if resp.status == 200 else None
@@ -50,8 +55,9 @@ def _speech(path: Path) -> Path:
 
 
 async def place_demo_call(sandbox: Sandbox, settings: Settings, *, digits: str = "1", caller: str = "13800138000",
-                          base_url: str | None = None) -> dict[str, Any]:
+                          base_url: str | None = None, token: str | None = None) -> dict[str, Any]:
     base = base_url or f"http://{settings.http_host}:{settings.http_port}"
+    token = token or admin_token_file(settings).read_text().strip()
     defn = load_definition(settings.definition)
     state = json.loads(sandbox.secrets_file.read_text())
     passwords: dict[str, str] = state["agent_passwords"]
@@ -59,7 +65,7 @@ async def place_demo_call(sandbox: Sandbox, settings: Settings, *, digits: str =
     with tempfile.TemporaryDirectory() as tmp:
         speech = _speech(Path(tmp) / "speech.wav")
         try:
-            async with aiohttp.ClientSession() as http:
+            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
                 before = await _get(http, f"{base}/calls") or {}
                 seen = {c["linkedid"] for c in before.get("recent", []) + before.get("live", [])}
                 stats = await _get(http, f"{base}/ivr/stats") or {}

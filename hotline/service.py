@@ -20,7 +20,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cti.ami.client import AMIClient
 from cti.ami.events import Event
+from cti.auth import Principal, TokenStore
+from cti.customers.store import CustomerStore
 from cti.db import CallRecord, create_schema, make_engine, session_factory, upsert_call
+from cti.screenpop import ScreenPop, call_summary
+from cti.stream import EventHub
 from cti.tracker import Call, CallEvent, CallTracker
 from hotline.settings import Settings
 from ivr.agi.server import AGIChannel, FastAGIServer
@@ -54,9 +58,14 @@ class HotlineService:
         create_schema(self.engine)
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
         self.recordings = RecordingIndex(self.sessions, settings.recordings_dir)
+        self.tokens = TokenStore(self.sessions)
+        self.customers = CustomerStore(self.sessions, settings.default_region)
+        self.hub = EventHub()
+        self.screenpop = ScreenPop(self.hub, self.lookup_caller)
         self.ami = AMIClient(
             settings.ami_host, settings.ami_port, settings.ami_username, settings.ami_secret,
             on_event=self._on_ami_event, on_connected=self._on_ami_connected,
+            on_disconnected=self._on_ami_disconnected,
         )
         self.agi = FastAGIServer({"hotline": self._hotline_call}, host=settings.agi_host, port=settings.agi_port)
         self._writes: asyncio.Queue[tuple[Callable[..., Any], tuple[Any, ...]]] = asyncio.Queue()
@@ -68,12 +77,14 @@ class HotlineService:
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name="hotline-writer")
+        await self.screenpop.start()
         await self.agi.start()
         await self.ami.start()
 
     async def stop(self) -> None:
         await self.ami.stop()
         await self.agi.stop()
+        await self.screenpop.stop()
         await self.flush()
         if self._writer is not None:
             self._writer.cancel()
@@ -104,8 +115,19 @@ class HotlineService:
         _, members = await client.send_list_action("QueueStatus")
         self.tracker.feed_all(members)
         self.resyncs += 1
+        self.hub.publish("status", self.freshness())
+
+    def _on_ami_disconnected(self) -> None:
+        # Clients must know the picture may be stale until the next resync.
+        self.tracker.needs_resync = True
+        self.hub.publish("status", self.freshness())
+
+    def freshness(self) -> dict[str, Any]:
+        return {"ami_connected": self.ami.connected, "fresh": self.ami.connected and not self.tracker.needs_resync,
+                "resyncs": self.resyncs}
 
     def _dispatch(self, event: CallEvent) -> None:
+        self.screenpop.on_call_event(event)
         if event.kind == "recording_started":
             self._queue_write(self._index_recording_start, event)
         elif event.kind == "call_ended":
@@ -165,7 +187,40 @@ class HotlineService:
         outcome = await self.runner.run(channel)
         await publish_outcome(channel, outcome)
 
+    # -- customers -----------------------------------------------------------------------
+    def lookup_caller(self, number: str) -> dict[str, Any]:
+        """Blocking (runs in a worker thread): the caller's customer cards for the screen pop."""
+        return self.customers.lookup(number).to_dict()
+
     # -- queries -------------------------------------------------------------------------
+    def visible_calls(self, principal: Principal) -> list[dict[str, Any]]:
+        return [call_summary(c.to_dict()) for c in self.tracker.calls.values()
+                if principal.sees_agent(c.agent) or (principal.role == "agent" and principal.agent in c.ringing)]
+
+    def snapshot(self, principal: Principal) -> dict[str, Any]:
+        """What a (re)connecting websocket client needs before live events."""
+        return {"calls": self.visible_calls(principal), "queues": self.queues_view(), **self.freshness()}
+
+    def queues_view(self) -> dict[str, Any]:
+        queues: dict[str, Any] = {}
+        for call in self.tracker.calls.values():
+            if call.queue and call.agent is None and call.queue_joined_at is not None:
+                q = queues.setdefault(call.queue, {"waiting": 0, "longest_wait_since": None, "members": []})
+                q["waiting"] += 1
+                since = q["longest_wait_since"]
+                q["longest_wait_since"] = call.queue_joined_at if since is None else min(since, call.queue_joined_at)
+        for member in self.tracker.members.values():
+            q = queues.setdefault(member.queue, {"waiting": 0, "longest_wait_since": None, "members": []})
+            q["members"].append(member_view(member))
+        return queues
+
+    def agents_view(self) -> dict[str, Any]:
+        agents: dict[str, Any] = {}
+        for member in self.tracker.members.values():
+            entry = agents.setdefault(member.name, {"agent": member.name, "queues": [], **member_view(member)})
+            entry["queues"].append(member.queue)
+        return agents
+
     def call_view(self, linkedid: str) -> dict[str, Any] | None:
         """Live or recently finished call from the tracker, else the stored record."""
         call: Call | None = self.tracker.call(linkedid)
@@ -196,6 +251,11 @@ class HotlineService:
             "writer": {"pending": self._writes.qsize()},
             "uptime_seconds": round(time.time() - self.started_at, 1),
         }
+
+
+def member_view(member: Any) -> dict[str, Any]:
+    keys = ("name", "interface", "status", "paused", "in_call", "calls_taken", "state")
+    return {k: getattr(member, k) for k in keys if hasattr(member, k)}
 
 
 def call_record_fields(call: dict[str, Any]) -> dict[str, Any]:

@@ -80,6 +80,19 @@ def service(service_server: TestServer) -> Any:
     return service_server.app[SERVICE_KEY()]
 
 
+@pytest.fixture(scope="session")
+def tokens(service: Any) -> dict[str, str]:
+    """One API token per role, and one per agent (agent1001 ... agent1004)."""
+    issued = {role: service.tokens.issue(f"test-{role}", role) for role in ("admin", "supervisor", "qa")}
+    for agent in ("1001", "1002", "1003", "1004"):
+        issued[f"agent{agent}"] = service.tokens.issue(f"test-agent-{agent}", "agent", agent)
+    return issued
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 def SERVICE_KEY() -> Any:  # noqa: N802 - imported late so unit tests need no service stack
     from hotline.app import SERVICE
 

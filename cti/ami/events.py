@@ -19,10 +19,11 @@ snapshot block (`Channel`, `ChannelState`, ..., `Linkedid`, optionally prefixed
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
+from operator import itemgetter
 from typing import Any, ClassVar
 
-from cti.ami.protocol import Message
+from cti.ami.protocol import Message, _Shape
 
 __all__ = [
     "EVENT_TYPES", "AgentCalled", "AgentComplete", "AgentConnect", "AgentDump", "AgentEvent",
@@ -40,6 +41,7 @@ __all__ = [
 
 _TRUE = frozenset({"1", "true", "yes", "on", "y"})
 _FALSE = frozenset({"0", "false", "no", "off", "n", ""})
+_FLAGS = {**dict.fromkeys(_FALSE, False), **dict.fromkeys(_TRUE, True)}  # exact spellings only
 
 
 # -- shared blocks ---------------------------------------------------------------------
@@ -73,30 +75,97 @@ class ChannelInfo:
         Absent is normal: DialBegin of an Originate has no caller side, VarSet of a
         global variable has no channel, ChanSpyStop may lack the spyee.
         """
-        channel = msg.get(prefix + "Channel")
-        uniqueid = msg.get(prefix + "Uniqueid")
-        if channel is None and uniqueid is None:
+        if cls is not ChannelInfo:
+            info = _channel_info(_index_of(msg), msg.headers, prefix)
+            return None if info is None else cls(*[getattr(info, name) for name in _CHANNEL_FIELDS])
+        return _channel_info(_index_of(msg), msg.headers, prefix)
+
+
+# The block's headers in ChannelInfo's field order.
+_CHANNEL_HEADERS = (
+    "Channel", "ChannelState", "ChannelStateDesc", "CallerIDNum", "CallerIDName", "ConnectedLineNum",
+    "ConnectedLineName", "Language", "AccountCode", "Context", "Exten", "Priority", "Uniqueid", "Linkedid",
+)
+_CHANNEL_FIELDS = tuple(f.name for f in fields(ChannelInfo))
+_CHANNEL_KEYS: dict[str, tuple[str, ...]] = {}  # prefix -> lower-cased prefixed header names
+
+
+def _channel_info(index: dict[str, int], headers: tuple[tuple[str, str], ...], prefix: str) -> ChannelInfo | None:
+    if type(index) is _Shape:
+        # A layout the parser has seen before: where the block's 14 headers sit is
+        # known (plan), and the same snapshot (a channel whose state, context and
+        # priority did not change between two events) is built only once (memo).
+        plan: Any = index.plans.get(prefix, _NO_PLAN)
+        if plan is _NO_PLAN:
+            plan = index.plans[prefix] = _channel_plan(index, prefix)
+        if plan is not None:
+            pairs = plan(headers)
+            known = _CHANNEL_MEMO.get(pairs)
+            if known is not None:
+                return known
+            values = tuple(map(_second, pairs))
+            made: ChannelInfo = _make_channel_info(*values)
+            if sum(map(len, values)) <= _MEMO_BLOCK_LENGTH:  # bounds the memo to a few megabytes
+                if len(_CHANNEL_MEMO) >= _MEMO_BLOCKS:
+                    _CHANNEL_MEMO.clear()
+                _CHANNEL_MEMO[pairs] = made
+            return made
+    keys = _CHANNEL_KEYS.get(prefix)
+    if keys is None:
+        keys = _prefixed(_CHANNEL_KEYS, _CHANNEL_HEADERS, prefix)
+    get = index.get
+    # Channel and Uniqueid are fields 0 and 12 of the block.
+    if get(keys[0]) is None and get(keys[12]) is None:
+        return None
+    # In field order; an absent header is "" like an empty one.
+    info: ChannelInfo = _make_channel_info(*[headers[pos][1] if pos is not None else "" for pos in map(get, keys)])
+    return info
+
+
+_NO_PLAN = object()
+_second = itemgetter(1)
+# (header, value) pairs of a whole channel block -> its ChannelInfo. The pairs come
+# from the parser's line cache, so equal blocks hash and compare mostly by identity.
+_CHANNEL_MEMO: dict[tuple[tuple[str, str], ...], ChannelInfo] = {}
+_MEMO_BLOCKS = 2048
+_MEMO_BLOCK_LENGTH = 1024  # characters of values; a real snapshot has about 150
+
+
+def _channel_plan(index: dict[str, int], prefix: str) -> Any:
+    """itemgetter of the block's 14 headers in field order, or None unless all are present."""
+    keys = _CHANNEL_KEYS.get(prefix)
+    if keys is None:
+        keys = _prefixed(_CHANNEL_KEYS, _CHANNEL_HEADERS, prefix)
+    positions = [index.get(key) for key in keys]
+    if None in positions:
+        return None  # absent or partial block: the general path decides
+    return itemgetter(*positions)
+
+
+def _values_plan(index: dict[str, int], groups: tuple[tuple[str, ...], ...]) -> Any:
+    """itemgetter of the first present header of each group, or None if a group is absent."""
+    positions = []
+    for group in groups:
+        pos = next((index[key.lower()] for key in group if key.lower() in index), None)
+        if pos is None:
             return None
+        positions.append(pos)
+    return itemgetter(*positions)
 
-        def get(header: str) -> str:
-            return msg.get(prefix + header) or ""
 
-        return cls(
-            channel=channel or "",
-            channel_state=get("ChannelState"),
-            channel_state_desc=get("ChannelStateDesc"),
-            caller_id_num=get("CallerIDNum"),
-            caller_id_name=get("CallerIDName"),
-            connected_line_num=get("ConnectedLineNum"),
-            connected_line_name=get("ConnectedLineName"),
-            language=get("Language"),
-            account_code=get("AccountCode"),
-            context=get("Context"),
-            exten=get("Exten"),
-            priority=get("Priority"),
-            uniqueid=uniqueid or "",
-            linkedid=get("Linkedid"),
-        )
+def _prefixed(cache: dict[str, tuple[str, ...]], headers: tuple[str, ...], prefix: str) -> tuple[str, ...]:
+    keys = tuple((prefix + header).lower() for header in headers)
+    if len(cache) >= 256:  # prefixes are a handful of constants; bound it anyway
+        cache.clear()
+    cache[prefix] = keys
+    return keys
+
+
+def _index_of(msg: Message) -> dict[str, int]:
+    """The message's lower-cased header name -> position map (built once per message,
+    shared between messages of one shape by the parser)."""
+    index = msg._index
+    return index if index is not None else msg._lookup()
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,49 +206,80 @@ def _to_int(text: str | None) -> int | None:
         return None
 
 
+_LOWER: dict[str, str] = {}  # header name as written in this module -> lower-cased
+
+
+def _lower(key: str) -> str:
+    lowered = _LOWER.get(key)
+    if lowered is None:
+        if len(_LOWER) >= 1024:  # the names are this module's constants; bound it anyway
+            _LOWER.clear()
+        lowered = _LOWER[key] = key.lower()
+    return lowered
+
+
 class _Reader:
     """Reads typed headers from one message and records what was absent or malformed."""
 
-    __slots__ = ("msg", "missing")
+    __slots__ = ("msg", "missing", "_index", "_headers")
 
     def __init__(self, msg: Message) -> None:
         self.msg = msg
         self.missing: list[str] = []
+        self._index = _index_of(msg)
+        self._headers = msg.headers
+
+    # The hot accessors below inline _get(): a method call costs as much as the lookup.
+    def _get(self, key: str) -> str | None:
+        pos = self._index.get(_LOWER.get(key) or _lower(key))
+        return None if pos is None else self._headers[pos][1]
 
     def opt(self, key: str, *fallbacks: str) -> str | None:
-        value = self.msg.get(key)
+        pos = self._index.get(_LOWER.get(key) or _lower(key))
+        if pos is not None:
+            return self._headers[pos][1]
         for alt in fallbacks:
+            value = self._get(alt)
             if value is not None:
-                break
-            value = self.msg.get(alt)
-        return value
+                return value
+        return None
 
     def text(self, key: str, *fallbacks: str) -> str:
-        value = self.opt(key, *fallbacks)
-        if value is None:
-            self.missing.append(key)
-            return ""
-        return value
+        pos = self._index.get(_LOWER.get(key) or _lower(key))
+        if pos is not None:
+            return self._headers[pos][1]
+        for alt in fallbacks:
+            value = self._get(alt)
+            if value is not None:
+                return value
+        self.missing.append(key)
+        return ""
 
     def opt_int(self, key: str) -> int | None:
-        raw = self.msg.get(key)
-        if raw is None or raw == "":
+        pos = self._index.get(_LOWER.get(key) or _lower(key))
+        if pos is None:
             return None
-        value = _to_int(raw)
-        if value is None:
+        raw = self._headers[pos][1]
+        if raw == "":
+            return None
+        try:
+            return int(raw.strip())
+        except ValueError:
             self.missing.append(key)
-        return value
+            return None
 
     def int(self, key: str) -> int:
-        raw = self.msg.get(key)
-        value = _to_int(raw)
-        if value is None:
-            self.missing.append(key)
-            return 0
-        return value
+        pos = self._index.get(_LOWER.get(key) or _lower(key))
+        if pos is not None:
+            try:
+                return int(self._headers[pos][1].strip())
+            except ValueError:
+                pass
+        self.missing.append(key)
+        return 0
 
     def opt_float(self, key: str) -> float | None:
-        raw = self.msg.get(key)
+        raw = self._get(key)
         if raw is None or raw == "":
             return None
         try:
@@ -189,9 +289,15 @@ class _Reader:
             return None
 
     def opt_flag(self, key: str) -> bool | None:
-        raw = self.msg.get(key)
-        if raw is None:
+        pos = self._index.get(_LOWER.get(key) or _lower(key))
+        if pos is None:
             return None
+        raw = self._headers[pos][1]
+        # Asterisk sends "0"/"1" (or true/false): the common spellings skip strip/lower.
+        if raw in _TRUE:
+            return True
+        if raw in _FALSE:
+            return False
         lowered = raw.strip().lower()
         if lowered in _TRUE:
             return True
@@ -206,8 +312,22 @@ class _Reader:
             return False
         return value
 
+    def planned(self, owner: Any) -> tuple[str, ...] | None:
+        """Values of `owner._plan_groups()` (the first present header of each group), if
+        this is a parsed layout that has them all; else None."""
+        index = self._index
+        if type(index) is not _Shape:
+            return None
+        plan = index.plans.get(owner, _NO_PLAN)
+        if plan is _NO_PLAN:
+            plan = index.plans[owner] = _values_plan(index, owner._plan_groups())
+        if plan is None:
+            return None
+        values: tuple[str, ...] = tuple(map(_second, plan(self._headers)))  # type: ignore[operator]
+        return values
+
     def channel(self, prefix: str = "", *, required: bool = True) -> ChannelInfo | None:
-        info = ChannelInfo.from_message(self.msg, prefix)
+        info = _channel_info(self._index, self._headers, prefix)
         if info is None and required:
             self.missing.append(prefix + "Channel")
         return info
@@ -715,7 +835,22 @@ class QueueMemberEvent(Event):
     _INTERFACE_KEYS: ClassVar[tuple[str, str]] = ("Interface", "Location")
 
     @classmethod
+    def _plan_groups(cls) -> tuple[tuple[str, ...], ...]:
+        """The headers _fields reads, in field order, each with its fallbacks."""
+        return (("Queue",), cls._NAME_KEYS, cls._INTERFACE_KEYS, ("StateInterface",), ("Membership",),
+                ("Penalty",), ("CallsTaken",), ("LastCall",), ("LastPause",), ("LoginTime",), ("InCall",),
+                ("Status",), ("Paused",), ("PausedReason", "Reason"), ("Ringinuse",), ("Wrapuptime",))
+
+    @classmethod
     def _fields(cls, r: _Reader) -> _Fields:
+        # The most frequent event of a call center (every member of every queue, on
+        # every device state change): a layout with all 16 headers and well-formed
+        # values is read in one go; anything else takes the general path below.
+        values = r.planned(cls)
+        if values is not None:
+            fields = _member_fields(values)
+            if fields is not None:
+                return fields
         return {
             "queue": r.text("Queue"),
             "member_name": r.text(*cls._NAME_KEYS),
@@ -735,6 +870,31 @@ class QueueMemberEvent(Event):
             "ringinuse": r.opt_flag("Ringinuse"),
             "wrapuptime": r.opt_int("Wrapuptime"),
         }
+
+
+def _member_fields(values: tuple[str, ...]) -> _Fields | None:
+    """QueueMemberEvent fields from the 16 header values, or None unless every one is
+    well-formed (the general path then decides and records what is missing)."""
+    (queue, member_name, interface, state_interface, membership, penalty, calls_taken, last_call, last_pause,
+     login_time, in_call, status, paused, paused_reason, ringinuse, wrapuptime) = values
+    in_call_flag = _FLAGS.get(in_call)
+    paused_flag = _FLAGS.get(paused)
+    ringinuse_flag = _FLAGS.get(ringinuse)
+    if in_call_flag is None or paused_flag is None or ringinuse_flag is None:
+        return None
+    try:  # int() skips the same surrounding whitespace as str.strip()
+        return {
+            "queue": queue, "member_name": member_name, "interface": interface,
+            "state_interface": state_interface, "membership": membership, "penalty": int(penalty),
+            "calls_taken": int(calls_taken), "last_call": int(last_call),
+            "last_pause": int(last_pause) if last_pause else None,
+            "login_time": int(login_time) if login_time else None,
+            "in_call": in_call_flag, "status": int(status), "paused": paused_flag,
+            "paused_reason": paused_reason, "ringinuse": ringinuse_flag,
+            "wrapuptime": int(wrapuptime) if wrapuptime else None,
+        }
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -964,15 +1124,80 @@ EVENT_TYPES: dict[str, type[Event]] = {
 _BY_LOWER: dict[str, type[Event]] = {name.lower(): cls for name, cls in EVENT_TYPES.items()}
 
 
+# -- construction ------------------------------------------------------------------------
+# The generated __init__ of a frozen dataclass sets every field through
+# object.__setattr__ (about 100 ns a field here, 2 us for a ChannelInfo); an event and
+# its one or two ChannelInfos are built for every AMI event. These makers set the
+# same slots through their descriptors instead, like __init__ without the frozen
+# check, and are generated the way dataclasses generates __init__. Only for the
+# classes in this module, whose instances they build completely (no defaults are
+# left out, no __post_init__ exists).
+def _slot_setters(cls: type) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for f in fields(cls):
+        owner = next(k for k in cls.__mro__ if f.name in k.__dict__.get("__slots__", ()))
+        out.append((f.name, owner.__dict__[f.name].__set__))
+    return out
+
+
+def _event_maker(cls: type[Event]) -> Any:
+    """make(name, raw, missing, values) -> cls, `values` being what cls._fields returns."""
+    setters = _slot_setters(cls)
+    assert [name for name, _ in setters[:3]] == ["name", "raw", "missing"], cls
+    assert all(f.default is MISSING for f in fields(cls)[3:]), cls
+    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_count": len(setters) - 3}
+    lines = ["def make(name, raw, missing, values):",
+             "    if len(values) != _count:",
+             "        raise TypeError(f'{_cls.__name__} needs {_count} fields, got {sorted(values)}')",
+             "    o = _new(_cls)"]
+    for i, (field_name, setter) in enumerate(setters):
+        namespace[f"_set{i}"] = setter
+        value = field_name if i < 3 else f"values[{field_name!r}]"
+        lines.append(f"    _set{i}(o, {value})")
+    lines.append("    return o")
+    exec("\n".join(lines), namespace)  # noqa: S102 - generated from our own field names only
+    return namespace["make"]
+
+
+def _positional_maker(cls: type) -> Any:
+    """make(*fields in order) -> cls."""
+    setters = _slot_setters(cls)
+    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    params = ", ".join(name for name, _ in setters)
+    lines = [f"def make({params}):", "    o = _new(_cls)"]
+    for i, (field_name, setter) in enumerate(setters):
+        namespace[f"_set{i}"] = setter
+        lines.append(f"    _set{i}(o, {field_name})")
+    lines.append("    return o")
+    exec("\n".join(lines), namespace)  # noqa: S102 - generated from our own field names only
+    return namespace["make"]
+
+
+_MAKERS: dict[type[Event], Any] = {cls: _event_maker(cls) for cls in EVENT_TYPES.values()}
+_make_unknown = _event_maker(UnknownEvent)
+_make_channel_info = _positional_maker(ChannelInfo)
+_NO_FIELDS: _Fields = {}
+
+
 def parse_event(msg: Message) -> Event:
     """Type an event message. Never raises for a parsed `Message`; see `Event.missing`."""
-    name = msg.name
+    headers = msg.headers
+    if headers and headers[0][0] == "Event":
+        name = headers[0][1]  # what msg.name returns, without the lookups
+    else:
+        name = msg.name
     cls = EVENT_TYPES.get(name) or _BY_LOWER.get(name.lower())
     if cls is None:
-        return UnknownEvent(name, msg)
+        unknown: Event = _make_unknown(name, msg, (), _NO_FIELDS)
+        return unknown
     reader = _Reader(msg)
-    fields = cls._fields(reader)
-    return cls(name, msg, missing=tuple(reader.missing), **fields)
+    values = cls._fields(reader)
+    missing = tuple(reader.missing) if reader.missing else ()
+    make = _MAKERS.get(cls)
+    if make is None:  # a family added to EVENT_TYPES at run time
+        return cls(name, msg, missing=missing, **values)
+    event: Event = make(name, msg, missing, values)
+    return event
 
 
 # -- responses -------------------------------------------------------------------------

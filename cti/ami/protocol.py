@@ -11,8 +11,9 @@ each ended by CRLF, and the block is ended by an empty line.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from types import MappingProxyType
 from typing import Final, Literal
 
@@ -58,21 +59,26 @@ class Message:
     """
 
     headers: tuple[tuple[str, str], ...]
-    _index: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False, hash=False)
+    # Private: lower-cased header name -> position of its first occurrence in
+    # `headers`. Built lazily here, or handed over by the parser, which shares one
+    # such map between all messages with the same header names in the same order.
+    _index: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False, hash=False)
 
-    def _lookup(self) -> dict[str, str]:
+    def _lookup(self) -> dict[str, int]:
         index = self._index
         if index is None:
-            index = {}
-            for key, value in self.headers:
-                index.setdefault(key.lower(), value)
+            index = _positions(tuple(key for key, _ in self.headers))
             # Frozen for users; the lazily built index is a private cache.
             object.__setattr__(self, "_index", index)
         return index
 
     def get(self, key: str, default: str | None = None) -> str | None:
         """Value of the first header named `key` (case-insensitive), else `default`."""
-        return self._lookup().get(key.lower(), default)
+        index = self._index
+        if index is None:
+            index = self._lookup()
+        pos = index.get(key.lower())
+        return default if pos is None else self.headers[pos][1]
 
     def get_all(self, key: str) -> list[str]:
         """Every value of header `key` in wire order (case-insensitive)."""
@@ -89,8 +95,15 @@ class Message:
         The first header decides because `OriginateResponse` events carry both
         `Event:` and `Response:`; Asterisk always writes the discriminator first.
         """
-        if self.headers:
-            first = self.headers[0][0].lower()
+        headers = self.headers
+        if headers:
+            first = headers[0][0]
+            # Exact spelling first: it is what Asterisk sends, and lower() costs.
+            if first == "Event":
+                return "event"
+            if first == "Response":
+                return "response"
+            first = first.lower()
             if first == "event":
                 return "event"
             if first == "response":
@@ -122,6 +135,39 @@ class Message:
         return out
 
 
+def _positions(keys: tuple[str, ...]) -> dict[str, int]:
+    """Lower-cased header name -> position of its first occurrence."""
+    index: dict[str, int] = {}
+    for pos, key in enumerate(keys):
+        index.setdefault(key.lower(), pos)
+    return index
+
+
+class _Shape(dict[str, int]):
+    """The _positions() map of one header layout, shared by every message the parser
+    builds with exactly these header names in this order (Asterisk sends few layouts).
+
+    `plans` is per-layout scratch space for `cti.ami.events`, which precomputes there
+    where each header of a channel block sits, so that it is not looked up again for
+    every event of the same layout.
+    """
+
+    __slots__ = ("plans",)
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        super().__init__(_positions(keys))
+        self.plans: dict[object, object] = {}
+
+
+# Fast construction of parsed messages: the generated __init__ of a frozen dataclass
+# goes through object.__setattr__ per field; the slot descriptors do the same work
+# without it. Used only by the parser, for messages it has just built.
+_new_message = object.__new__
+_set_headers: Callable[[Message, tuple[tuple[str, str], ...]], None] = vars(Message)["headers"].__set__
+_set_index: Callable[[Message, dict[str, int]], None] = vars(Message)["_index"].__set__
+_first = itemgetter(0)
+
+
 def _split_header(line: str) -> tuple[str, str]:
     key, sep, value = line.partition(": ")
     if not sep:
@@ -131,12 +177,55 @@ def _split_header(line: str) -> tuple[str, str]:
     return key, value
 
 
+class _LineCache(dict[str, tuple[str, str]]):
+    """Decoded header line -> (key, value), for one parser.
+
+    Asterisk repeats most lines verbatim (Privilege, ChannelState, Context, the
+    Uniqueid and Linkedid of every live channel ...), so most lines are split once.
+    Emptied when full, which bounds it to a few hundred kilobytes.
+    """
+
+    __slots__ = ()
+
+    def __missing__(self, line: str) -> tuple[str, str]:
+        if "\n" in line:
+            # A bare LF ends a line (and maybe the message) earlier than the CRLF
+            # framing assumed: the caller hands the block to the line path.
+            raise _BareLF
+        key, sep, value = line.partition(": ")
+        pair = (key, value) if sep else ("", line)  # as _split_header()
+        # With timestampevents=yes every event has a unique Timestamp line: storing
+        # those would only push the reusable lines out. Long lines are not kept either
+        # (that bounds the cache to about a megabyte whatever the peer sends).
+        if key != "Timestamp" and len(line) <= _CACHED_LINE_LENGTH:
+            if len(self) >= _CACHED_LINES:
+                self.clear()
+            self[line] = pair
+        return pair
+
+
+class _BareLF(Exception):
+    pass
+
+
+_CACHED_LINES: Final = 4096
+_CACHED_LINE_LENGTH: Final = 200
+_CACHED_SHAPES: Final = 512
+_CACHED_SHAPE_HEADERS: Final = 64
+
+
 class AMIParser:
     """Incremental AMI deframer.
 
     `feed()` accepts any chunking of the stream and returns the messages completed
     by that chunk; the unconsumed tail is kept for the next call. Lines may end in
     CRLF (what Asterisk sends) or bare LF (hand-written peers, some proxies).
+
+    Two paths, one behaviour: a message that is a plain block of CRLF lines ended by
+    an empty CRLF line (every message Asterisk sends, except the greeting and pre-14
+    Command output) is framed, decoded and split at once; anything else, and any
+    tail that might be over the size cap, goes through the line-by-line state
+    machine, which is the reference for every corner case.
     """
 
     def __init__(self, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
@@ -151,6 +240,9 @@ class AMIParser:
         self._follows = False  # inside a pre-Asterisk-14 "Response: Follows" block
         self._follows_ended = False
         self._broken = False
+        self._split_line = _LineCache().__getitem__
+        # Header names in order -> the _Shape shared by the messages with that layout.
+        self._shapes: dict[tuple[str, ...], _Shape] = {}
 
     @property
     def buffered_bytes(self) -> int:
@@ -165,20 +257,45 @@ class AMIParser:
         buffer += data
         out: list[Message] = []
         start = 0
+        by_line_until = 0  # bytes before this offset go through the line path
+        limit = self.max_message_bytes
+        block = self._block
+        append = out.append
         try:
             while True:
-                end = buffer.find(b"\n", start)
-                if end < 0:
-                    break
-                line = bytes(buffer[start:end])
-                start = end + 1
-                if line.endswith(b"\r"):
-                    line = line[:-1]
-                message = self._line(line)
-                if message is not None:
-                    out.append(message)
-            if self._message_bytes + len(buffer) - start > self.max_message_bytes:
-                raise ProtocolError(f"AMI message exceeds {self.max_message_bytes} bytes")
+                # The line path, until a message boundary leaves no state behind.
+                while start < by_line_until or self._lines or self._follows or self._at_stream_start:
+                    end = buffer.find(b"\n", start)
+                    if end < 0:
+                        break
+                    line = bytes(buffer[start:end])
+                    start = end + 1
+                    if line.endswith(b"\r"):
+                        line = line[:-1]
+                    message = self._line(line)
+                    if message is not None:
+                        append(message)
+                else:
+                    # The block path, while messages are plain CRLF blocks.
+                    while (end := buffer.find(b"\r\n\r\n", start)) >= 0:
+                        message = block(buffer, start, end)
+                        if message is None:
+                            break
+                        append(message)
+                        start = end + 4
+                    if end >= 0:
+                        by_line_until = end + 4
+                        continue
+                    # No CRLF-framed message left. Messages framed with a bare LF, or a
+                    # partial message that the line path might count as over the cap
+                    # (it counts a bare-LF line one byte longer), take the line path.
+                    if (buffer.find(b"\n\n", start) >= 0 or buffer.find(b"\n\r\n", start) >= 0
+                            or len(buffer) - start + buffer.count(b"\n", start) > limit):
+                        by_line_until = len(buffer)
+                        continue
+                break
+            if self._message_bytes + len(buffer) - start > limit:
+                raise ProtocolError(f"AMI message exceeds {limit} bytes")
         except ProtocolError as exc:
             self._broken = True
             self._buffer = bytearray()
@@ -187,6 +304,35 @@ class AMIParser:
         if start:
             del buffer[:start]
         return out
+
+    def _block(self, buffer: bytearray, start: int, end: int) -> Message | None:
+        """The message in buffer[start:end] (CRLF lines, "\r\n\r\n" at end), or None
+        when it is not a plain block and the line path must frame it."""
+        if end - start + 2 > self.max_message_bytes:
+            return None  # the line path raises at the same line as always
+        # Decoding the block at once equals decoding it line by line: CR and LF never
+        # occur inside a UTF-8 sequence, and they end any invalid one.
+        text = buffer[start:end].decode("utf-8", "replace")
+        lines = text.split("\r\n")
+        first = lines[0]
+        if not first or (len(first) == 17 and first.isascii() and first.lower() == "response: follows"):
+            return None  # a stray blank line first, or pre-Asterisk-14 Command output
+        try:
+            headers = tuple(map(self._split_line, lines))
+        except _BareLF:
+            return None
+        keys = tuple(map(_first, headers))
+        index = self._shapes.get(keys)
+        if index is None:
+            index = _Shape(keys)
+            if len(keys) <= _CACHED_SHAPE_HEADERS:  # long layouts are one-offs (Command output ...)
+                if len(self._shapes) >= _CACHED_SHAPES:
+                    self._shapes.clear()
+                self._shapes[keys] = index
+        message: Message = _new_message(Message)
+        _set_headers(message, headers)
+        _set_index(message, index)
+        return message
 
     def _line(self, line: bytes) -> Message | None:
         if self._at_stream_start:

@@ -12,9 +12,10 @@ from hotline.settings import load_settings
 pytestmark = pytest.mark.asterisk
 
 
-async def test_demo_call_reaches_an_agent(sandbox: Sandbox, service_server: TestServer) -> None:
+async def test_demo_call_reaches_an_agent(sandbox: Sandbox, service_server: TestServer,
+                                         tokens: dict[str, str]) -> None:
     result = await place_demo_call(sandbox, load_settings(env={}), digits="2", caller="13700137000",
-                                   base_url=str(service_server.make_url("")).rstrip("/"))
+                                   base_url=str(service_server.make_url("")).rstrip("/"), token=tokens["admin"])
     assert result["ok"] is True, result
     call = result["call"]
     assert call["queue"] == "installation" and call["menu_choice"] == "2"

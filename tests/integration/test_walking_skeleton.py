@@ -46,7 +46,7 @@ async def _first_incoming(agents: list[Any], timeout: float) -> tuple[Any, Any]:
 
 async def test_hotline_call_reaches_agent_end_to_end(
     sandbox: Sandbox, service: HotlineService, service_server: TestServer, definition: HotlineDefinition,
-    phones: PhoneFactory, speech_wav: Path, tmp_path: Path,
+    phones: PhoneFactory, speech_wav: Path, tmp_path: Path, tokens: dict[str, str],
 ) -> None:
     events: list[Any] = []
     unsubscribe = service.subscribe(events.append)
@@ -112,7 +112,7 @@ async def test_hotline_call_reaches_agent_end_to_end(
         assert kind in kinds, (kind, kinds)
     assert ended.data["outcome"] == "answered"
 
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {tokens['admin']}"}) as http:
         async with http.get(service_server.make_url(f"/calls/{linkedid}")) as resp:
             assert resp.status == 200
             body = await resp.json()
