@@ -86,6 +86,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     defn = load_definition(settings.definition)
     numbers = ", ".join(defn.numbers)
     token_file = ensure_admin_token(settings)
+    ensure_demo_customers(settings, args.demo_customers)
     print(
         f"\nHotline ready. Asterisk PJSIP on 127.0.0.1:{sandbox.ports.sip}, hotline numbers {numbers}.\n"
         f"Agent SIP passwords: {sandbox.secrets_file}\n"
@@ -120,6 +121,21 @@ def ensure_admin_token(settings: Settings) -> Path:
     path.write_text(token + "\n")
     path.chmod(0o600)
     return path
+
+
+def ensure_demo_customers(settings: Settings, count: int) -> None:
+    """First run only: fill an empty customer table with demo data for screen pops."""
+    from sqlalchemy import func, select
+
+    from cti.customers.demo import generate
+    from cti.customers.models import Customer
+
+    sessions = _sessions(settings)
+    with sessions() as session:
+        existing = session.scalar(select(func.count()).select_from(Customer)) or 0
+    if existing == 0 and count > 0:
+        print(f"generating {count} demo customers (first run only) ...", flush=True)
+        generate(sessions, count)
 
 
 def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
@@ -163,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="sandbox up, then serve against it (the one-command demo)")
     sandbox_args(run)
+    run.add_argument("--demo-customers", type=int, default=100_000,
+                     help="demo customers generated into an empty database (0: none)")
     run.set_defaults(func=cmd_run)
 
     tokens = sub.add_parser("tokens", help="API tokens")
