@@ -21,7 +21,7 @@ from aiohttp import web
 
 from cti.customers.importer import CustomerImportError, import_csv
 from cti.customers.store import CustomerStore
-from cti.web import APIError
+from cti.web import APIError, requires
 
 CUSTOMER_STORE: web.AppKey[CustomerStore] = web.AppKey("customer_store", CustomerStore)
 
@@ -56,6 +56,7 @@ async def get_customer(request: web.Request) -> web.Response:
     return web.json_response(card.to_dict(), dumps=_dumps)
 
 
+@requires("admin")
 async def import_customers(request: web.Request) -> web.Response:
     """POST /customers/import with the CSV file as the body; all rows or none are imported."""
     if request.content_type not in CSV_TYPES:

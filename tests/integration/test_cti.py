@@ -160,6 +160,12 @@ async def test_agent_tokens_see_only_their_own_calls(
         async with http.get(service_server.make_url("/calls"), headers=headers) as resp:
             body = await resp.json()
             assert all(c["agent"] == "1003" for c in body["live"] + body["recent"])
+        async with http.post(service_server.make_url("/customers/import"), headers=headers,
+                             data="customer_no,name\nX-1,Mallory\n") as resp:
+            assert resp.status == 403  # only admins change customer data
+        async with http.get(service_server.make_url("/customers/lookup"), headers=headers,
+                            params={"number": "13800138000"}) as resp:
+            assert resp.status == 200
         admin = {"Authorization": f"Bearer {tokens['admin']}"}
         async with http.get(service_server.make_url("/calls"), headers=admin) as resp:
             every = await resp.json()
