@@ -23,7 +23,6 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 for path in (REPO, REPO / "tests" / "bench"):
