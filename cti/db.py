@@ -120,7 +120,10 @@ def _sqlite_connection_setup(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read paths (screen-pop lookups) begin DEFERRED: under WAL they then never
+        # wait for a writer, e.g. during a long customer import.
+        deferred = conn.get_execution_options().get(READ_MOSTLY_OPTION, False)
+        conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str | URL) -> Engine:
@@ -157,6 +160,16 @@ def create_schema(engine: Engine) -> None:
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions whose objects stay readable after commit (they are handed to other threads)."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+READ_MOSTLY_OPTION = "hotline_read_mostly"
+
+
+def read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for latency-critical reads: on SQLite their transactions begin DEFERRED,
+    so they read the last committed state instead of queueing behind a writer. An
+    occasional write through them still works (it may wait for the busy timeout)."""
+    return sessionmaker(engine.execution_options(**{READ_MOSTLY_OPTION: True}), expire_on_commit=False)
 
 
 def default_sqlite_url(data_dir: Path) -> str:

@@ -22,7 +22,7 @@ from cti.ami.client import AMIClient
 from cti.ami.events import Event
 from cti.auth import Principal, TokenStore
 from cti.customers.store import CustomerStore
-from cti.db import CallRecord, create_schema, make_engine, session_factory, upsert_call
+from cti.db import CallRecord, create_schema, make_engine, read_session_factory, session_factory, upsert_call
 from cti.screenpop import ScreenPop, call_summary
 from cti.stream import EventHub
 from cti.tracker import Call, CallEvent, CallTracker
@@ -59,7 +59,7 @@ class HotlineService:
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
         self.recordings = RecordingIndex(self.sessions, settings.recordings_dir)
         self.tokens = TokenStore(self.sessions)
-        self.customers = CustomerStore(self.sessions, settings.default_region)
+        self.customers = CustomerStore(read_session_factory(self.engine), settings.default_region)
         self.hub = EventHub()
         self.screenpop = ScreenPop(self.hub, self.lookup_caller)
         self.ami = AMIClient(
@@ -163,11 +163,23 @@ class HotlineService:
         call = event.call
         with self.sessions.begin() as session:
             upsert_call(session, call_record_fields(call))
+        self._note_contact(call)
         if call.get("recording"):
             rows = self.recordings.finalize(linkedid=event.linkedid, stopped_at=_utc(event.at) or datetime.now(UTC),
                                             queue=call.get("queue"), agent=call.get("agent"))
             for row in rows:
                 self._analyze(row)
+
+    def _note_contact(self, call: dict[str, Any]) -> None:
+        """The call joins the caller's contact history (one clear owner of the number only)."""
+        if call.get("test_tag") or not call.get("caller_num"):
+            return
+        lookup = self.customers.lookup(str(call["caller_num"]))
+        if lookup.status != "match":
+            return
+        summary = f"hotline {call.get('outcome')}: queue {call.get('queue') or '-'}, agent {call.get('agent') or '-'}"
+        self.customers.add_contact(lookup.cards[0].id, "call", _utc(call["ended_at"]) or datetime.now(UTC),
+                                   linkedid=call["linkedid"], summary=summary)
 
     def _analyze(self, row: Recording) -> None:
         if row.status != "complete":

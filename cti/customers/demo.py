@@ -264,7 +264,9 @@ class _Generator:
                       + timedelta(days=rng.between(1, max(2, age_days)), hours=rng.between(8, 19),
                                   minutes=rng.between(0, 60)))
             recent = (self.now - opened) < timedelta(days=20)
-            status = "open" if recent and rng.random() < 0.6 else ("cancelled" if rng.random() < 0.03 else "closed")
+            # Both draws always happen, so the random stream does not depend on `now`.
+            open_roll, cancel_roll = rng.random(), rng.random()
+            status = "open" if recent and open_roll < 0.6 else ("cancelled" if cancel_roll < 0.03 else "closed")
             closed = None if status == "open" else min(
                 opened + timedelta(hours=rng.between(2, 96)), self.now)
             batch.orders.append((pos, product_pos, {

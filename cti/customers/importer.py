@@ -64,7 +64,10 @@ A ``customer_no`` already in the database is updated, not duplicated:
 * ``orders`` adds or updates orders (same kind and opening time = same order);
   importing never deletes service history.
 
-All rows are written in one transaction.
+All rows are written in one transaction: new customers with bulk executemany
+(`cti.customers.models.BulkRows`), existing ones reconciled through the ORM. Measured
+on SQLite: 20,000 new customers (2 phones, 2 products, 2 orders each) in about 7 s,
+most of it phone-number validation; re-importing them as updates in about 25 s.
 """
 
 from __future__ import annotations

@@ -135,6 +135,10 @@ async def test_screen_pop_reaches_only_the_ringing_agent_before_answer(
     await call.hangup()
     ended = await ws[agent].wait(_for_call(linkedid, "call_update", "ended"), 10, "ended update")
     assert ended["data"]["outcome"] == "answered"
+    # The call joined the customer's contact history.
+    await service.flush()
+    history = service.customers.card(card["id"])
+    assert history is not None and history.recent_contacts[0].linkedid == linkedid
     # The supervisor saw the whole call; the other agent saw nothing of it.
     await supervisor.wait(lambda m: m["type"] == "call" and m["linkedid"] == linkedid
                           and m["data"]["kind"] == "call_ended", 5, "supervisor call_ended")

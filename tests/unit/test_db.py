@@ -207,3 +207,27 @@ def test_concurrent_writers_on_one_sqlite_file_wait_instead_of_failing(sessions:
     assert errors == []
     with sessions() as session:
         assert len(session.scalars(select(CallRecord)).all()) == 10
+
+
+def test_read_sessions_do_not_wait_for_a_writer(tmp_path: Path) -> None:
+    """A screen-pop lookup must not queue behind a long write (e.g. a customer import)."""
+    import time
+
+    from sqlalchemy import text
+
+    from cti.db import read_session_factory
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'rw.db'}")
+    create_schema(engine)
+    writer = session_factory(engine)()
+    writer.begin()
+    writer.execute(text("CREATE TABLE t (x INTEGER)"))  # holds the write lock, uncommitted
+    try:
+        started = time.monotonic()
+        with read_session_factory(engine)() as reader:
+            assert reader.execute(text("SELECT count(*) FROM calls")).scalar() == 0
+        assert time.monotonic() - started < 1.0
+    finally:
+        writer.rollback()
+        writer.close()
+        engine.dispose()
