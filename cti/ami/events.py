@@ -124,8 +124,11 @@ def _channel_info(index: dict[str, int], headers: tuple[tuple[str, str], ...], p
 
 _NO_PLAN = object()
 _second = itemgetter(1)
-# (header, value) pairs of a whole channel block -> its ChannelInfo. The pairs come
-# from the parser's line cache, so equal blocks hash and compare mostly by identity.
+# (header, value) pairs of a whole channel block -> its ChannelInfo (immutable, so one
+# instance can serve every event with that snapshot: about 60% of the blocks of a
+# hotline stream). The pairs come from the parser's line cache, so equal blocks hash
+# and compare mostly by identity. Shared by all parsers; dict operations are atomic
+# under the GIL, and a lost race only builds one ChannelInfo twice.
 _CHANNEL_MEMO: dict[tuple[tuple[str, str], ...], ChannelInfo] = {}
 _MEMO_BLOCKS = 2048
 _MEMO_BLOCK_LENGTH = 1024  # characters of values; a real snapshot has about 150
@@ -848,9 +851,9 @@ class QueueMemberEvent(Event):
         # values is read in one go; anything else takes the general path below.
         values = r.planned(cls)
         if values is not None:
-            fields = _member_fields(values)
-            if fields is not None:
-                return fields
+            quick = _member_fields(values)
+            if quick is not None:
+                return quick
         return {
             "queue": r.text("Queue"),
             "member_name": r.text(*cls._NAME_KEYS),
@@ -1155,7 +1158,7 @@ def _event_maker(cls: type[Event]) -> Any:
         value = field_name if i < 3 else f"values[{field_name!r}]"
         lines.append(f"    _set{i}(o, {value})")
     lines.append("    return o")
-    exec("\n".join(lines), namespace)  # noqa: S102 - generated from our own field names only
+    exec("\n".join(lines), namespace)  # generated from our own field names only
     return namespace["make"]
 
 
@@ -1169,7 +1172,7 @@ def _positional_maker(cls: type) -> Any:
         namespace[f"_set{i}"] = setter
         lines.append(f"    _set{i}(o, {field_name})")
     lines.append("    return o")
-    exec("\n".join(lines), namespace)  # noqa: S102 - generated from our own field names only
+    exec("\n".join(lines), namespace)  # generated from our own field names only
     return namespace["make"]
 
 

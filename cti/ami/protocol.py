@@ -182,7 +182,7 @@ class _LineCache(dict[str, tuple[str, str]]):
 
     Asterisk repeats most lines verbatim (Privilege, ChannelState, Context, the
     Uniqueid and Linkedid of every live channel ...), so most lines are split once.
-    Emptied when full, which bounds it to a few hundred kilobytes.
+    Emptied when full; with the line length cap below that bounds it to a few megabytes.
     """
 
     __slots__ = ()
@@ -196,7 +196,7 @@ class _LineCache(dict[str, tuple[str, str]]):
         pair = (key, value) if sep else ("", line)  # as _split_header()
         # With timestampevents=yes every event has a unique Timestamp line: storing
         # those would only push the reusable lines out. Long lines are not kept either
-        # (that bounds the cache to about a megabyte whatever the peer sends).
+        # (whatever the peer sends, the cache stays small).
         if key != "Timestamp" and len(line) <= _CACHED_LINE_LENGTH:
             if len(self) >= _CACHED_LINES:
                 self.clear()

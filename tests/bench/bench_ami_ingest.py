@@ -258,8 +258,8 @@ class Counter:
 
 
 def _result(counter: Counter, **extra: Any) -> dict[str, Any]:
-    return {"events": counter.n, "seconds": counter.t1 - counter.t0, "cpu_seconds": counter.cpu1 - counter.cpu0,
-            "rss_kb": _peak_rss_kb(), **extra}
+    return {"events": min(counter.n, counter.target), "seconds": counter.t1 - counter.t0,
+            "cpu_seconds": counter.cpu1 - counter.cpu0, "rss_kb": _peak_rss_kb(), **extra}
 
 
 def _peak_rss_kb() -> int:

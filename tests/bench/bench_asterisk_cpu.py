@@ -35,6 +35,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -178,6 +179,21 @@ def add_manager_user(sandbox: Sandbox, name: str, secret: str, read: str) -> Non
                     f"secret = {secret}\nread = {read}\n" + "\n".join(lines) + "\n")
 
 
+def bind_rtp_to_media_address(sandbox: Sandbox) -> None:
+    """`bind_rtp_to_media_address = yes` on every endpoint of this instance's pjsip.conf.
+
+    As generated, RTP binds to 0.0.0.0, and then res_rtp_asterisk looks up "our" address
+    for every call (ast_find_ourip: the host name, then A.ROOT-SERVERS.NET) from a PJSIP
+    thread. Inside the root neither resolves; a few per cent of those DNS queries time
+    out after 5 s here, stalling INVITEs, and at 20 calls/s a third of the calls fail.
+    """
+    path = sandbox.host(sandbox.etc) / "pjsip.conf"
+    text = path.read_text()
+    if "media_address = " not in text:
+        raise SystemExit("pjsip.conf has no media_address: nothing to bind RTP to")
+    path.write_text(re.sub(r"^(media_address = .*)$", r"\1\nbind_rtp_to_media_address = yes", text, flags=re.M))
+
+
 async def hangup_handler(channel: AGIChannel) -> None:
     await channel.set_variable("HOTLINE_ACTION", "hangup")
     await channel.set_variable("HOTLINE_TARGET", "normal")
@@ -191,7 +207,7 @@ async def run_sipp(root: Path, scenario_inside: str, sandbox: Sandbox, calls: in
            "-i", "127.0.0.1", "-p", str(SIPP_PORT), "-mp", str(SIPP_MEDIA_PORT), "-m", str(calls),
            "-r", str(rate), "-rp", "1000", "-l", str(max(50, rate * 5)), "-nostdin",
            "-timeout", f"{int(budget)}s", "-trace_stat", "-stf", f"{workdir_inside}/stat.csv",
-           "-fd", "1"]
+           "-fd", "1", "-trace_err", "-error_file", f"{workdir_inside}/errors.log"]
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.STDOUT)
     try:
@@ -242,6 +258,13 @@ async def one_run(condition: str, args: argparse.Namespace, sandbox: Sandbox, pi
             await session.client.stop()
 
 
+def keep_logs(keep: Path, *sources: Path) -> None:
+    keep.mkdir(parents=True, exist_ok=True)
+    for source in sources:
+        if source.is_file():
+            shutil.copy(source, keep / source.name)
+
+
 async def bench(args: argparse.Namespace) -> list[Run]:
     root = root_path()
     if not (root / "usr/sbin/asterisk").exists():
@@ -267,6 +290,8 @@ async def bench(args: argparse.Namespace) -> list[Run]:
                                      "manager.conf").read_text(), re.M)
             add_manager_user(sandbox, name, user_secret, read or (hotline_read.group(1) if hotline_read else "all"))
             users[condition] = (name, user_secret)
+        if not args.as_generated:
+            bind_rtp_to_media_address(sandbox)
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "call.xml").write_text(SCENARIO)
         await agi.start()
@@ -276,6 +301,8 @@ async def bench(args: argparse.Namespace) -> list[Run]:
         print(f"Asterisk pid {pid} ({comm}), instance {sandbox.instance}, "
               f"SIP {sandbox.ports.sip}, AMI {sandbox.ports.ami}, FastAGI {sandbox.ports.agi}", flush=True)
         conditions = ["none", "filtered", "unfiltered"] + (["read-all"] if args.read_all else [])
+        if args.conditions:
+            conditions = [c for c in args.conditions.split(",") if c in conditions]
         # A warm-up run (first calls page in code, fill caches, create astdb rows).
         warm = await one_run("none", argparse.Namespace(**{**vars(args), "calls": min(60, args.calls)}),
                              sandbox, pid, users, workdir_inside)
@@ -300,12 +327,23 @@ async def bench(args: argparse.Namespace) -> list[Run]:
             run.idle_rate = idle
     finally:
         await agi.stop()
+        cleanup(sandbox, workdir, state_dir, args.keep_logs)
+    return runs
+
+
+def cleanup(sandbox: Sandbox, workdir: Path, state_dir: Path, keep: str | None) -> None:
+    """Stop Asterisk by pid and remove everything of this instance (a second Ctrl-C waits)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
         sandbox.stop()
+        if keep:
+            keep_logs(Path(keep), sandbox.log_dir / "messages.log", workdir / "errors.log", workdir / "stat.csv")
         for inside in (sandbox.etc, sandbox.run, sandbox.log, sandbox.spool, sandbox.lib):
             shutil.rmtree(sandbox.host(inside), ignore_errors=True)
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(state_dir, ignore_errors=True)
-    return runs
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def report(runs: list[Run], args: argparse.Namespace) -> None:
@@ -328,6 +366,22 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
               f"{min(values):>6.2f}..{max(values):<6.2f} {raw:>6.2f} {mean / base:>7.2f}x {events:>11.1f} "
               f"{kbytes:>11.2f}")
     print("  (ms/call: Asterisk utime+stime during the run and a settle, minus its idle rate; raw: not minus)")
+    # Paired with the "none" run of the same round: Asterisk's cost per call drifts up
+    # slowly over a session (more recordings, CDR rows, log), so the rounds differ.
+    rounds = [runs[i:i + len(by)] for i in range(0, len(runs), len(by))]
+    print("\n  Paired with the round's no-AMI run (ms/call added by the session; per round, mean):")
+    for condition in by:
+        if condition == "none":
+            continue
+        deltas = []
+        for round_runs in rounds:
+            ms = {r.condition: r.ms_per_call for r in round_runs}
+            if condition in ms and "none" in ms:
+                deltas.append(ms[condition] - ms["none"])
+        if deltas:
+            per_round = " ".join(f"{d:+.2f}" for d in deltas)
+            print(f"  {condition:<12} {per_round:<24} mean {statistics.mean(deltas):+.2f} ms/call "
+                  f"({statistics.mean(deltas) / base:+.0%} of none)")
     if "filtered" in by and "unfiltered" in by:
         filtered = statistics.mean(r.ms_per_call for r in by["filtered"])
         unfiltered = statistics.mean(r.ms_per_call for r in by["unfiltered"])
@@ -344,6 +398,10 @@ def main() -> None:
     ap.add_argument("--idle", type=float, default=10.0, help="seconds of idle measurement, before and after")
     ap.add_argument("--settle", type=float, default=2.0, help="seconds after SIPp ends, still measured")
     ap.add_argument("--read-all", action="store_true", help="add a 4th condition: unfiltered with read = all")
+    ap.add_argument("--as-generated", action="store_true",
+                    help="keep pjsip.conf exactly as generated (RTP bound to 0.0.0.0: see the README)")
+    ap.add_argument("--conditions", help="comma-separated subset of none,filtered,unfiltered,read-all")
+    ap.add_argument("--keep-logs", metavar="DIR", help="copy messages.log and SIPp's error log here at the end")
     args = ap.parse_args()
     print(f"machine: nproc={os.cpu_count()}, Python {sys.version.split()[0]}, {os.uname().machine}", flush=True)
     runs = asyncio.run(bench(args))

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cti.customers import importer
 from cti.customers.importer import CustomerImportError, RowError, import_csv
-from cti.customers.models import ContactHistory, Customer, PhoneNumber, Product, ServiceOrder
+from cti.customers.models import BulkRows, ContactHistory, Customer, PhoneNumber, Product, ServiceOrder
 from cti.customers.store import CustomerStore
 from cti.db import create_schema, make_engine, session_factory
 
@@ -196,7 +196,7 @@ def test_failure_while_writing_rolls_everything_back(sessions: sessionmaker[Sess
     before = counts(sessions)
     writes = 0
 
-    class FailingBulkRows(importer.BulkRows):
+    class FailingBulkRows(BulkRows):
         def write(self, conn: Connection) -> None:
             nonlocal writes
             writes += 1
