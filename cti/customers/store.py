@@ -205,8 +205,13 @@ class CustomerStore:
         default_region: str = "CN",
         *,
         clock: Callable[[], datetime] = _utc_now,
+        write_sessions: sessionmaker[Session] | None = None,
     ) -> None:
         self.sessions = sessions
+        # Writes need sessions that take the write lock up front: on SQLite a DEFERRED
+        # read transaction that later writes fails at once with "database is locked"
+        # when another writer is active (the lock upgrade does not wait).
+        self.write_sessions = write_sessions if write_sessions is not None else sessions
         self.default_region = check_region(default_region)
         self._clock = clock
 
@@ -249,7 +254,7 @@ class CustomerStore:
             raise ValueError("contact time must be timezone-aware")
         if linkedid is not None and len(linkedid) > LEN_LINKEDID:
             raise ValueError(f"linkedid longer than {LEN_LINKEDID} characters")
-        with self.sessions.begin() as session:
+        with self.write_sessions.begin() as session:
             if not 0 < customer_id <= _MAX_ID or session.get(Customer, customer_id) is None:
                 raise CustomerNotFound(f"no customer with id {customer_id}")
             contact = ContactHistory(customer_id=customer_id, kind=kind, at=at, linkedid=linkedid or None,

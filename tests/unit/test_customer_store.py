@@ -372,3 +372,38 @@ def test_deleting_a_customer_removes_everything(store: CustomerStore, zhang: int
         for table in (PhoneNumber, Product, ServiceOrder, ContactHistory):
             assert session.scalar(select(func.count()).select_from(table)) == 0
     assert store.lookup("13800138000").status == "unknown"
+
+
+def test_contacts_written_while_another_writer_is_busy(tmp_path: Any) -> None:
+    """Calls ending together add contacts at once: none may fail with "database is locked".
+
+    A DEFERRED read transaction that turns into a write cannot wait for the lock (SQLite
+    refuses the upgrade at once), so writes go through sessions that begin IMMEDIATE.
+    """
+    import threading
+
+    from cti.db import read_session_factory
+
+    eng = make_engine(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    create_schema(eng)
+    writes = session_factory(eng)
+    store = CustomerStore(read_session_factory(eng), write_sessions=writes, clock=lambda: NOW)
+    customer = add_customer(writes, "C-1", ["13800138000"])
+    errors: list[BaseException] = []
+
+    def note(n: int) -> None:
+        try:
+            for i in range(20):
+                store.add_contact(customer, "call", NOW, linkedid=f"{n}.{i}")
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=note, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    eng.dispose()
+    assert errors == []
+    with writes() as session:
+        assert session.scalar(select(func.count()).select_from(ContactHistory)) == 120
