@@ -16,6 +16,7 @@ Everything here is pure: bytes in, items out; bytes back from `encode_command`.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -126,6 +127,8 @@ class HangupNotice:
 AGIItem = AGIEnvironment | AGIResponse | HangupNotice
 
 _ENV_KEY = re.compile(r"agi_([A-Za-z0-9_]+)\Z")
+#: Every line of a block at once: the same key rule, value after ":" minus one leading blank.
+_ENV_LINES = re.compile(r"^agi_([A-Za-z0-9_]+): ?(.*)$", re.MULTILINE)
 _CODE_LINE = re.compile(r"(\d{3})(?:([ -])(.*))?\Z", re.DOTALL)
 _RESULT = re.compile(r"result=(\S*)(.*)\Z", re.DOTALL)
 
@@ -190,25 +193,66 @@ class AGIParser:
             raise
 
     def _feed(self, data: bytes) -> list[AGIItem]:
-        self._buffer += data
+        if (not self._buffer and self._env is None and self._multi is None and data[-1:] == b"\n"
+                and data.count(b"\n") == 1 and len(data) <= self.max_line_bytes):
+            # The usual read: exactly one response line.
+            item = self._response_line(data[:-1].decode("utf-8", "replace"), len(data))
+            return [] if item is None else [item]
+        if self._buffer:
+            if b"\n" not in data:
+                self._buffer += data
+                self._check_partial(len(self._buffer))
+                return []
+            data = bytes(self._buffer + data)
+            self._buffer.clear()
         out: list[AGIItem] = []
-        start = 0
-        try:
-            while True:
-                end = self._buffer.find(b"\n", start)
-                if end < 0:
-                    if len(self._buffer) - start > self.max_line_bytes:
-                        raise AGIProtocolError(f"AGI line longer than {self.max_line_bytes} bytes")
-                    return out
-                if end - start > self.max_line_bytes:
-                    raise AGIProtocolError(f"AGI line longer than {self.max_line_bytes} bytes")
-                raw = bytes(self._buffer[start:end])
-                start = end + 1
-                item = self._line(raw.decode("utf-8", "replace"), len(raw) + 1)
-                if item is not None:
-                    out.append(item)
-        finally:
-            del self._buffer[:start]
+        if self._env is not None:
+            data = self._environment_block(data, out)
+        lines = data.split(b"\n")
+        partial = lines.pop()
+        limit = self.max_line_bytes
+        for raw in lines:
+            if len(raw) > limit:
+                raise AGIProtocolError(f"AGI line longer than {limit} bytes")
+            item = self._line(raw.decode("utf-8", "replace"), len(raw) + 1)
+            if item is not None:
+                out.append(item)
+        if partial:
+            self._check_partial(len(partial))
+            self._buffer += partial
+        return out
+
+    def _check_partial(self, size: int) -> None:
+        if size > self.max_line_bytes:
+            raise AGIProtocolError(f"AGI line longer than {self.max_line_bytes} bytes")
+
+    def _environment_block(self, data: bytes, out: list[AGIItem]) -> bytes:
+        """Fast path: a whole environment block in `data`, within every limit; the rest back.
+
+        Asterisk writes the block in one go, so it usually arrives in one read. Anything
+        else (split across reads, over a limit) takes the line-by-line path, which
+        reports exactly which limit was hit.
+        """
+        end = data.find(b"\n\n")
+        if end < 0 or self._env or data.startswith(b"\n"):
+            return data
+        head = data[:end]
+        size = end + 2
+        lines = head.count(b"\n") + 2  # the lines, then the blank one
+        if size > self.max_env_bytes or lines > self.max_env_lines or (
+                size > self.max_line_bytes and max(map(len, head.split(b"\n"))) > self.max_line_bytes):
+            return data
+        env = self._env
+        assert env is not None
+        text = head.decode("utf-8", "replace")
+        pairs = _ENV_LINES.findall(text)
+        if len(pairs) != lines - 1:
+            for line in text.split("\n"):
+                self._env_pair(env, line)  # raises on the first line that is not agi_*
+        env.update(pairs)
+        self._env_bytes, self._env_lines, self._env = size, lines, None
+        out.append(AGIEnvironment(env))
+        return data[size:]
 
     # -- environment ---------------------------------------------------------------------
     def _line(self, line: str, size: int) -> AGIItem | None:
@@ -231,15 +275,27 @@ class AGIParser:
         # Asterisk writes "agi_%s: %s\n" (setup_env); an empty value leaves "agi_x: ".
         # Values are kept verbatim; a value with a newline in it (a caller name set
         # from dialplan) would show up here as a line without "agi_": refused.
+        self._env_pair(env, line)
+        return None
+
+    @staticmethod
+    def _env_pair(env: dict[str, str], line: str) -> None:
         key, sep, value = line.partition(":")
         match = _ENV_KEY.match(key)
         if not sep or match is None:
             raise AGIProtocolError(f"not an AGI environment line: {line[:80]!r}")
         env[match.group(1)] = value[1:] if value.startswith(" ") else value
-        return None
 
     # -- responses -----------------------------------------------------------------------
     def _response_line(self, line: str, size: int) -> AGIItem | None:
+        if line.startswith("200 result="):
+            # Fast path for the usual answers: "200 result=1", "200 result=0 endpos=8000".
+            result, _, tail = line[11:].partition(" ")
+            if result.isascii() and result.lstrip("-").isdigit():
+                if not tail:
+                    return AGIResponse(200, result, None, None, line)
+                if tail.startswith("endpos=") and tail[7:].isascii() and tail[7:].isdigit():
+                    return AGIResponse(200, result, None, int(tail[7:]), line)
         if line.rstrip("\r") == "HANGUP":
             return HangupNotice()
         if line == "":
@@ -336,6 +392,15 @@ def encode_command(*words: str) -> bytes:
     * more than MAX_ARGS - 1 words: Asterisk silently drops the extra ones.
 
     The command name ("STREAM FILE") is sent as bare keywords; letters only.
+    """
+    return _encode(words)
+
+
+@functools.lru_cache(maxsize=4096)
+def _encode(words: tuple[str, ...]) -> bytes:
+    """encode_command's work, memoised: an IVR sends the same few lines on every call.
+
+    Only successful encodings are kept (lru_cache does not store exceptions).
     """
     if not words:
         raise ValueError("empty AGI command")

@@ -122,6 +122,33 @@ def test_environment_values_verbatim(feed: Feed) -> None:
     assert env.variables["dnid"] == " two spaces"
 
 
+ODD_ENVIRONMENTS = [
+    env_block(calleridname="a: b: c", accountcode=""),  # colons in a value, an empty value
+    b"agi_network:yes\nagi_x:  two blanks\nagi_x: last wins\nagi_y: cr\r\n\n",
+    b"agi_network: yes\nagi_calleridname: \xe5\xbc\xa0\xff\xfe\n\n",  # invalid UTF-8
+    b"agi_network: yes\n\n200 result=1\n200 res",  # environment, a response, a partial line
+]
+
+
+@pytest.mark.parametrize("data", ODD_ENVIRONMENTS)
+def test_environment_whole_block_matches_line_by_line(data: bytes) -> None:
+    # A block in one read takes the parser's whole-block path; byte by byte, the line path.
+    whole, bytewise = AGIParser(), AGIParser()
+    items = whole.feed(data)
+    assert items == _bytewise(bytewise, data)
+    assert isinstance(items[0], AGIEnvironment) and whole.buffered == bytewise.buffered
+
+
+@pytest.mark.parametrize("bad", [b"agi_ok: 1\nnot agi\nagi_x: 2\n\n", b"agi_ok: 1\nagi_bad-key: 2\n\n",
+                                 b"agi_ok: 1\nagi_nocolon\n\n", b"agi_ok: 1\n: x\n\n"])
+def test_environment_bad_line_same_error_either_way(bad: bytes) -> None:
+    with pytest.raises(AGIProtocolError) as whole:
+        AGIParser().feed(bad)
+    with pytest.raises(AGIProtocolError) as bytewise:
+        _bytewise(AGIParser(), bad)
+    assert str(whole.value) == str(bytewise.value)
+
+
 def test_environment_is_immutable() -> None:
     source = {"channel": "PJSIP/x"}
     env = AGIEnvironment(source)
@@ -178,6 +205,15 @@ RESPONSES = [
     ("200 result=1 ()", AGIResponse(200, "1", "", None, "200 result=1 ()")),
     ("200 result=1 (张三)", AGIResponse(200, "1", "张三", None, "200 result=1 (张三)")),
     ("200 result=0", AGIResponse(200, "0", None, None, "200 result=0")),
+    # Near misses of the parser's fast path ("200 result=<digits>[ endpos=<digits>]"): same
+    # answers as the general path.
+    ("200 result=1\r", AGIResponse(200, "1", None, None, "200 result=1\r")),
+    ("200 result=\u0661 endpos=5", AGIResponse(200, "\u0661", None, 5, "200 result=\u0661 endpos=5")),
+    ("200 result=0 endpos=", AGIResponse(200, "0", None, None, "200 result=0 endpos=")),
+    ("200 result=0 endpos=12 x=1", AGIResponse(200, "0", None, 12, "200 result=0 endpos=12 x=1")),
+    ("200 result=0 endpos=12 ", AGIResponse(200, "0", None, 12, "200 result=0 endpos=12 ")),
+    ("200 result=--5", AGIResponse(200, "--5", None, None, "200 result=--5")),
+    ("200 result=-", AGIResponse(200, "-", None, None, "200 result=-")),
     # errors
     ("510 Invalid or unknown command", AGIResponse(510, None, None, None, "510 Invalid or unknown command")),
     ("511 Command Not Permitted on a dead channel or intercept routine",
@@ -421,6 +457,15 @@ def test_encode_refuses_too_many_words() -> None:
     encode_command("NOOP", *["w"] * (MAX_ARGS - 2))
     with pytest.raises(ValueError):
         encode_command("NOOP", *["w"] * (MAX_ARGS - 1))
+
+
+def test_encode_memo_still_refuses_every_time() -> None:
+    # encode_command memoises lines; a refused value must be refused on every call.
+    first = encode_command("SET VARIABLE", "HOTLINE_CHOICE", "1")
+    assert encode_command("SET VARIABLE", "HOTLINE_CHOICE", "1") == first == b'SET VARIABLE "HOTLINE_CHOICE" "1"\n'
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            encode_command("SET VARIABLE", "X", "a\nHANGUP")
 
 
 def test_encode_refuses_lone_surrogates() -> None:

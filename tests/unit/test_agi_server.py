@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
@@ -334,7 +336,7 @@ async def test_hangup_while_handler_idle(make_server: MakeServer, connect: Conne
         await ch.answer()
         await hung_up.wait()
         async with asyncio.timeout(5):
-            await ch._ended.wait()  # the reader task saw the HANGUP line
+            await ch._ended.wait()  # the connection saw the HANGUP line
         assert ch.hung_up and not ch.alive
         try:
             await ch.set_variable("X", "1")
@@ -522,6 +524,63 @@ async def test_command_timeout_then_failsafe(make_server: MakeServer, connect: C
     assert_failsafe(fake)
 
 
+async def test_slow_answers_within_the_timeout_never_expire(make_server: MakeServer, connect: Connect) -> None:
+    # Each answer takes 2/3 of command_timeout, four in a row: longer than the timeout in
+    # all. One deadline timer serves the whole session and is re-armed lazily; an early
+    # arming must never expire a later command. The fifth gets no answer: AGITimeout.
+    raised: list[BaseException] = []
+    answered: list[str] = []
+
+    async def hotline(ch: AGIChannel) -> None:
+        for i in range(4):
+            await ch.set_variable(f"V{i}", "1")
+            answered.append(f"V{i}")
+        try:
+            await ch.set_variable("NEVER", "1")
+        except AGITimeout as exc:
+            raised.append(exc)
+            raise
+
+    server = await make_server({"hotline": hotline}, command_timeout=0.3)
+    fake = await connect(server)
+    loop = asyncio.get_running_loop()
+    for _ in range(4):
+        await fake.expect("SET", "VARIABLE")
+        await asyncio.sleep(0.2)
+        fake.reply("200 result=1")
+    await fake.expect("SET", "VARIABLE", "NEVER")
+    asked = loop.time()
+    await fake.serve()  # the failsafe's commands
+    await settle(server)
+    assert answered == ["V0", "V1", "V2", "V3"]
+    assert len(raised) == 1 and loop.time() - asked >= 0.29
+    assert server.failures == 1
+    assert_failsafe(fake)
+
+
+async def test_idle_timeout_runs_from_the_last_command(make_server: MakeServer, connect: Connect) -> None:
+    # Commands keep the handler from being idle; the idle timeout counts from the last one.
+    times: dict[str, float] = {}
+
+    async def hotline(ch: AGIChannel) -> None:
+        loop = asyncio.get_running_loop()
+        for i in range(4):
+            await ch.set_variable(f"V{i}", "1")
+            times["last"] = loop.time()
+            await asyncio.sleep(0.15)  # shorter than idle_timeout each time, longer in all
+        await asyncio.sleep(60)
+
+    server = await make_server({"hotline": hotline}, idle_timeout=0.3)
+    fake = await connect(server)
+    await fake.serve()
+    failsafe_at = asyncio.get_running_loop().time()
+    await settle(server)
+    assert [argv[2] for argv in fake.commands[:4]] == ["V0", "V1", "V2", "V3"]
+    assert_failsafe(fake)
+    assert server.failures == 1
+    assert failsafe_at - times["last"] >= 0.29
+
+
 async def test_late_answer_is_discarded(make_server: MakeServer, connect: Connect) -> None:
     # An answer that arrives when no command is pending is dropped, not an error.
     seen: list[BaseException] = []
@@ -680,6 +739,29 @@ async def test_500_concurrent_sessions(make_server: MakeServer, connect: Connect
     await settle(server, timeout=30)
     assert all(f.variables == {"CHOICE": "1", "UID": f"1700000000.{i}"} for i, f in enumerate(fakes))
     assert (server.sessions_total, server.sessions_active, server.failures) == (500, 0, 0)
+
+
+async def test_finished_session_is_freed_without_the_garbage_collector(make_server: MakeServer,
+                                                                     connect: Connect) -> None:
+    # No reference cycles per call: at hundreds of calls a second, cycles would leave
+    # every session's objects to the cyclic collector, whose pauses delay all calls.
+    refs: list[weakref.ref[AGIChannel]] = []
+
+    async def hotline(ch: AGIChannel) -> None:
+        refs.append(weakref.ref(ch))
+        await ch.set_variable("X", "1")
+
+    server = await make_server({"hotline": hotline})
+    gc.collect()
+    gc.disable()
+    try:
+        fake = await connect(server)
+        await fake.serve()
+        await settle(server)
+        await asyncio.sleep(0)  # the transport's connection_lost runs on the next pass
+        assert len(refs) == 1 and refs[0]() is None
+    finally:
+        gc.enable()
 
 
 async def test_max_sessions_excess_gets_failsafe(make_server: MakeServer, connect: Connect) -> None:
