@@ -225,6 +225,7 @@ class AMIClient:
         self._ready_event = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False
+        self._session_waiters: list[asyncio.Future[None]] = []
 
     def __repr__(self) -> str:
         state = "ready" if self.ready else "connected" if self.connected else "disconnected"
@@ -278,15 +279,22 @@ class AMIClient:
         headers: Mapping[str, str | Sequence[str]] = _NO_HEADERS,
         *,
         timeout: float | None = None,
+        action_id: str | None = None,
     ) -> Response:
         """Send one action and return its reply.
 
         Raises AMIActionError (Response: Error), AMITimeout, AMIConnectionLost (not
         logged in, or lost before the reply; never re-sent) and ValueError for a
-        header that would inject CR/LF.
+        header that would inject CR/LF. `action_id` (from `new_action_id()`) lets a
+        caller match events that carry it before the reply is back.
         """
         self._require_session()
-        return await self._request(action, headers, self.action_timeout if timeout is None else timeout)
+        return await self._request(action, headers, self.action_timeout if timeout is None else timeout,
+                                   action_id=action_id)
+
+    def new_action_id(self) -> str:
+        """A fresh ActionID with this client's per-process prefix."""
+        return self._next_id()
 
     async def send_list_action(
         self,
@@ -319,6 +327,25 @@ class AMIClient:
         finally:
             self._lists.pop(action_id, None)
         return response, events
+
+    def session_lost(self) -> asyncio.Future[None]:
+        """A future resolved when the current session ends (at once if there is none).
+
+        For replies that arrive as events after the action's own reply (an async
+        Originate's OriginateResponse): a waiter learns that the reply may never
+        come, instead of waiting out its timeout.
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not self._logged_in:
+            future.set_result(None)
+        else:
+            self._session_waiters.append(future)
+            future.add_done_callback(self._forget_session_waiter)  # a cancelled waiter leaves the list
+        return future
+
+    def _forget_session_waiter(self, future: asyncio.Future[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._session_waiters.remove(future)
 
     def _require_session(self) -> None:
         if not self._logged_in or self._writer is None:
@@ -465,6 +492,10 @@ class AMIClient:
                 future.set_exception(AMIConnectionLost("AMI connection lost before the reply; not re-sent"))
         for collector in self._lists.values():
             collector.fail(AMIConnectionLost("AMI connection lost during a list action"))
+        waiters, self._session_waiters = self._session_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
         if was_connected:
             log.info("AMI disconnected from %s:%s", self.host, self.port)
             if self.on_disconnected is not None:

@@ -12,6 +12,11 @@ wait fails at once with a `SoftphoneError` naming the exit code and the log's ta
     await call.wait_state("CONFIRMED", timeout=10)
     await call.send_dtmf("1")
     await phone.stop()
+
+Agents' phones also hold (`hold`/`unhold`, re-INVITE) and transfer: `transfer(uri)` sends
+REFER (blind), `transfer_to(other_call)` REFER with Replaces (attended); `wait_transfer`
+returns the final NOTIFY status. Calls pjsua starts by itself (a REFER received, an
+INVITE with Replaces) are adopted by the worker and appear in `phone.calls`.
 """
 
 from __future__ import annotations
@@ -65,6 +70,9 @@ class Call:
         self.dtmf_received = ""
         self.incoming_headers: dict[str, str] = {}
         self.media_active = False
+        self.media_status = "none"  # active | local_hold | remote_hold | none | error
+        self.transfer_codes: list[int] = []  # NOTIFY sipfrag codes for our REFER, in order
+        self.transfer_final: int | None = None
         self._seen_states: set[str] = {self.state}
         self._play_id: int | None = None
         self._play_loop = False
@@ -99,6 +107,56 @@ class Call:
         """CANCEL, decline or BYE as fits the state; a no-op once the call has ended."""
         if not self.ended:
             await self._cmd("hangup", code=0)
+
+    async def transfer(self, uri: str) -> None:
+        """Blind transfer: send REFER asking the far end to call `uri` (see wait_transfer)."""
+        wire.check_uri(uri)
+        self.transfer_codes, self.transfer_final = [], None
+        await self._cmd("transfer", uri=uri)
+
+    async def transfer_to(self, other: Call) -> None:
+        """Attended transfer: REFER this call's far end to `other`'s far end, with
+        Replaces naming `other` (a call of the same phone, usually the consultation)."""
+        if other.phone is not self.phone:
+            raise ValueError("attended transfer needs two calls of the same phone")
+        if other is self:
+            raise ValueError("a call cannot be transferred to itself")
+        self.transfer_codes, self.transfer_final = [], None
+        await self._cmd("transfer_replaces", target=other.call_id)
+
+    async def wait_transfer(self, timeout: float) -> int:
+        """Until the REFER's final NOTIFY; returns its status (200: transferred)."""
+
+        def final() -> int | None:
+            if self.transfer_final is not None:
+                return self.transfer_final
+            if self.ended and not self.transfer_codes:
+                raise self._ended_error("the transfer result")
+            return None
+
+        return await self.phone._wait_for(final, timeout, f"transfer result of call {self.call_id}",
+                                          detail=lambda: f"NOTIFY codes so far {self.transfer_codes}")
+
+    async def hold(self) -> None:
+        """Put the far end on hold (re-INVITE, sendonly); see wait_media_status."""
+        await self._cmd("hold")
+
+    async def unhold(self) -> None:
+        """Take the call off hold (re-INVITE, sendrecv)."""
+        await self._cmd("unhold")
+
+    async def wait_media_status(self, status: str, timeout: float) -> None:
+        """Until the call's audio is in `status` (active, local_hold, remote_hold)."""
+
+        def reached() -> bool | None:
+            if self.media_status == status:
+                return True
+            if self.ended:
+                raise self._ended_error(f"media {status}")
+            return None
+
+        await self.phone._wait_for(reached, timeout, f"media {status} on call {self.call_id}",
+                                   detail=lambda: f"media is {self.media_status}")
 
     async def send_dtmf(self, digits: str) -> None:
         """Queue RFC 4733 digits on the call's RTP stream (media must be active)."""
@@ -498,7 +556,15 @@ class Softphone:
         elif name == "call_state":
             self._call(int(event["call"]))._on_state(event)
         elif name == "media_state":
-            self._call(int(event["call"])).media_active = bool(event["active"])
+            call = self._call(int(event["call"]))
+            call.media_active = bool(event["active"])
+            status = event.get("status")
+            call.media_status = str(status) if status is not None else ("active" if call.media_active else "none")
+        elif name == "transfer_status":
+            call = self._call(int(event["call"]))
+            call.transfer_codes.append(int(event["code"]))
+            if event["final"]:
+                call.transfer_final = int(event["code"])
         elif name == "dtmf":
             call = self._call(int(event["call"]))
             call.dtmf_received += str(event["digit"])

@@ -47,6 +47,11 @@ _COMMANDS: dict[str, dict[str, str]] = {
     "stop_play": {"call": "int"},
     "record": {"call": "int", "path": "str"},
     "stop_record": {"call": "int"},
+    # Transfers (REFER) and hold (re-INVITE with sendonly / sendrecv).
+    "transfer": {"call": "int", "uri": "str"},
+    "transfer_replaces": {"call": "int", "target": "int"},
+    "hold": {"call": "int"},
+    "unhold": {"call": "int"},
     "shutdown": {},
 }
 
@@ -61,6 +66,8 @@ _EVENTS: dict[str, dict[str, str]] = {
     "media_state": {"call": "int", "active": "bool"},
     "dtmf": {"call": "int", "digit": "str"},
     "play_done": {"call": "int", "play": "int", "stopped": "bool"},
+    # NOTIFY progress of a REFER we sent: sipfrag status code (100, 180, 200, 503 ...).
+    "transfer_status": {"call": "int", "code": "int", "reason": "str", "final": "bool"},
     "log": {"level": "str", "message": "str"},
 }
 
@@ -235,6 +242,15 @@ def check_header(name: str, value: str) -> None:
         raise WireError(f"invalid SIP header name {name!r}")
     if _CTL.search(value.replace("\t", " ")):
         raise WireError(f"control character in value of SIP header {name!r}")
+
+
+_SIP_URI = re.compile(r"^sips?:[^\s<>\"]+$")
+
+
+def check_uri(uri: str) -> None:
+    """A bare sip:/sips: URI without whitespace, controls or angle brackets (REFER targets)."""
+    if not isinstance(uri, str) or _CTL.search(uri) or not _SIP_URI.match(uri):
+        raise WireError(f"invalid SIP URI {uri!r}")
 
 
 def quote_display_name(name: str) -> str:

@@ -51,6 +51,14 @@ STATES = {
     pj.PJSIP_INV_STATE_DISCONNECTED: "DISCONNECTED",
 }
 
+MEDIA_STATUS = {
+    pj.PJSUA_CALL_MEDIA_NONE: "none",
+    pj.PJSUA_CALL_MEDIA_ACTIVE: "active",
+    pj.PJSUA_CALL_MEDIA_LOCAL_HOLD: "local_hold",
+    pj.PJSUA_CALL_MEDIA_REMOTE_HOLD: "remote_hold",
+    pj.PJSUA_CALL_MEDIA_ERROR: "error",
+}
+
 POLL_MS = 10  # libHandleEvents timeout: the worst-case command latency
 TRANSPORT_RETRY_SECONDS = 2.0
 SHUTDOWN_SECONDS = 2.0
@@ -265,8 +273,12 @@ class PhoneCall(pj.Call):  # type: ignore[misc]  # pjsua2 is untyped SWIG
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:  # noqa: N802
         info = self.getInfo()
         audio = None
+        status = "none"
         for index, media in enumerate(info.media):
-            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+            if media.type != pj.PJMEDIA_TYPE_AUDIO:
+                continue
+            status = MEDIA_STATUS.get(media.status, str(media.status))
+            if media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
                 audio = self.getAudioMedia(index)
                 break
         self.audio = audio
@@ -277,7 +289,28 @@ class PhoneCall(pj.Call):  # type: ignore[misc]  # pjsua2 is untyped SWIG
                 self.start_recorder()
             if self.player is not None:
                 self.player.start(audio)
-        self.phone.emit("media_state", call=self.handle, active=audio is not None)
+        # `status` (extra field): active, local_hold (we hold), remote_hold, none, error.
+        self.phone.emit("media_state", call=self.handle, active=audio is not None, status=status)
+
+    @guarded
+    def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:  # noqa: N802
+        # We were REFERred (blind transfer by the far end): pjsua dials prm.dstUri with
+        # the object we give it, so the new leg gets its own handle and events.
+        prm.newCall = self.phone.adopt_call(self.phone.account)
+        self.phone.emit("log", level="info", message=f"call {self.handle} referred to {prm.dstUri}: "
+                                                      f"new call {prm.newCall.handle}")
+
+    @guarded
+    def onCallReplaced(self, prm: pj.OnCallReplacedParam) -> None:  # noqa: N802
+        # An INVITE with Replaces took over this call (attended transfer target side).
+        prm.newCall = self.phone.adopt_call(self.phone.account, prm.newCallId)
+        self.phone.emit("log", level="info", message=f"call {self.handle} replaced by call {prm.newCall.handle}")
+
+    @guarded
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:  # noqa: N802
+        # NOTIFY (sipfrag) for a REFER we sent; Asterisk ends our leg after a final 200.
+        self.phone.emit("transfer_status", call=self.handle, code=int(prm.statusCode), reason=str(prm.reason),
+                        final=bool(prm.finalNotify))
 
     @guarded
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:  # noqa: N802
@@ -455,6 +488,12 @@ class Phone:
         if self.config.auto_answer:
             self.later(self.config.answer_delay, lambda: self._auto_answer(call))
 
+    def adopt_call(self, account: pj.Account, call_id: int = pj.PJSUA_INVALID_ID) -> PhoneCall:
+        """A call pjsua starts by itself (REFER, Replaces): give it a handle and keep it."""
+        call = PhoneCall(self, account, next(self.handles), call_id)
+        self.calls[call.handle] = call
+        return call
+
     def _auto_answer(self, call: PhoneCall) -> None:
         if call.ended:
             return
@@ -588,6 +627,37 @@ class Phone:
             return {}
         # The ack promises a complete file: wait for the bridge to close the writer.
         return Deferred(lambda: wav_finalized(path), {"path": path})
+
+    def cmd_transfer(self, cmd: wire.Command) -> dict[str, Any]:
+        """Blind transfer: REFER the far end of the call to `uri`."""
+        call = self._call(cmd.args["call"])
+        uri = cmd.args["uri"]
+        try:
+            wire.check_uri(uri)
+        except wire.WireError as exc:
+            raise CommandError(str(exc)) from None
+        call.xfer(uri, pj.CallOpParam(True))
+        return {}
+
+    def cmd_transfer_replaces(self, cmd: wire.Command) -> dict[str, Any]:
+        """Attended transfer: REFER the far end of `call` to the far end of `target`,
+        with Replaces naming our dialog of `target` (both calls are this phone's)."""
+        call = self._call(cmd.args["call"])
+        target = self._call(cmd.args["target"])
+        if target is call:
+            raise CommandError("a call cannot be transferred to itself")
+        call.xferReplaces(target, pj.CallOpParam(True))
+        return {}
+
+    def cmd_hold(self, cmd: wire.Command) -> dict[str, Any]:
+        self._call(cmd.args["call"]).setHold(pj.CallOpParam(True))
+        return {}
+
+    def cmd_unhold(self, cmd: wire.Command) -> dict[str, Any]:
+        prm = pj.CallOpParam(True)
+        prm.opt.flag = pj.PJSUA_CALL_UNHOLD  # re-INVITE back to sendrecv
+        self._call(cmd.args["call"]).reinvite(prm)
+        return {}
 
     def cmd_shutdown(self, cmd: wire.Command) -> dict[str, Any]:
         self.stopping = True

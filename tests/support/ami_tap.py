@@ -18,6 +18,8 @@ class AMITap:
         self._task: asyncio.Task[None] | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._logged_in = asyncio.Event()
+        self._grew = asyncio.Event()
+        self._pings = 0
 
     async def __aenter__(self) -> AMITap:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
@@ -32,6 +34,19 @@ class AMITap:
             self.data += chunk
             if b"FullyBooted" in self.data:
                 self._logged_in.set()
+            self._grew.set()
+
+    async def sync(self, timeout: float = 5.0) -> None:
+        """Ping on the tap's own session and wait for the Pong: whatever Asterisk queued
+        for this session before the Ping has then been captured."""
+        assert self._writer is not None
+        self._pings += 1
+        marker = f"ActionID: tap-ping-{self._pings}\r\n".encode()
+        self._writer.write(encode_action("Ping", f"tap-ping-{self._pings}"))
+        async with asyncio.timeout(timeout):
+            while marker not in self.data:
+                self._grew.clear()
+                await self._grew.wait()
 
     async def __aexit__(self, *exc: object | TracebackType) -> None:
         assert self._writer is not None and self._task is not None

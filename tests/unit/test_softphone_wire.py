@@ -38,6 +38,10 @@ COMMANDS = [
     Command(10, "record", {"call": 1, "path": "/tmp/y.wav"}),
     Command(11, "stop_record", {"call": 1}),
     Command(12, "shutdown"),
+    Command(13, "transfer", {"call": 1, "uri": "sip:1003@127.0.0.1:5060"}),
+    Command(14, "transfer_replaces", {"call": 1, "target": 2}),
+    Command(15, "hold", {"call": 1}),
+    Command(16, "unhold", {"call": 1}),
 ]
 
 EVENTS = [
@@ -55,6 +59,8 @@ EVENTS = [
     Event("dtmf", {"call": 1, "digit": "#"}),
     Event("play_done", {"call": 1, "play": 8, "stopped": False}),
     Event("log", {"level": "info", "message": "hello"}),
+    Event("transfer_status", {"call": 1, "code": 200, "reason": "OK", "final": True}),
+    Event("media_state", {"call": 1, "active": False, "status": "local_hold"}),
 ]
 
 
@@ -267,3 +273,20 @@ def test_phone_config_round_trip_and_validation(tmp_path: Path) -> None:
             bad.validate()
     with pytest.raises(WireError, match="unknown config fields"):
         PhoneConfig.from_wire({"name": "a", "log_file": "/x", "evil": 1})
+
+
+@pytest.mark.parametrize(("uri", "ok"), [
+    ("sip:1003@127.0.0.1:5060", True),
+    ("sips:agent@example.com;transport=tls", True),
+    ("sip:1003@127.0.0.1\r\nX-Evil: 1", False),
+    ("sip:a b@host", False),
+    ("<sip:1003@127.0.0.1>", False),
+    ("tel:+8613800138000", False),
+    ("", False),
+])
+def test_refer_target_uri_checks(uri: str, ok: bool) -> None:
+    if ok:
+        wire.check_uri(uri)
+    else:
+        with pytest.raises(WireError):
+            wire.check_uri(uri)
