@@ -27,6 +27,8 @@ def render_prompts(
 ) -> dict[str, Path]:
     """Write `<out_dir>/<language>/<prompt id>.wav` for every prompt; returns the paths.
 
+    Variants in the hotline's other languages go to `<out_dir>/<their language>/`
+    (the engine falls back to the hotline's language where a prompt has none).
     Text renders are cached by (voice, text) hash so a re-publish is cheap.
     """
     lang_dir = out_dir / defn.language
@@ -36,6 +38,9 @@ def render_prompts(
         target = lang_dir / f"{pid}.wav"
         _render_one(prompt, target, prompts_src, cache_dir)
         written[pid] = target
+        for lang, variant in sorted(prompt.variants.items()):
+            (out_dir / lang).mkdir(parents=True, exist_ok=True)
+            _render_one(variant, out_dir / lang / f"{pid}.wav", prompts_src, cache_dir)
     return written
 
 
