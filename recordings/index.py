@@ -12,6 +12,11 @@ Legs (MixMonitor on the caller's inbound channel, DESIGN.md section 5):
   caller's own voice;
 * ``tx``  -- MixMonitor option ``t``: audio *transmitted to* the channel, i.e. what
   the caller hears: prompts, music on hold, the agent's voice.
+* ``message`` -- a message the caller left at the IVR's voicemail node (Record(), not
+  MixMonitor): indexed when the call ends, only when the file is there.
+* ``agent`` -- one per answering agent: MixMonitor ``r`` on the *agent's* channel
+  (`<base>-agent-<ext>-<agent uniqueid>.wav`), the agent's own voice. Its row carries
+  the agent channel's Uniqueid and that agent, so a transferred call has one per agent.
 
 Keeping rx and tx apart is what lets us measure talk, silence, dead air and overtalk
 per party. Paths are stored relative to the recordings root and turned into files
@@ -37,6 +42,12 @@ LEG_MIX = "mix"
 LEG_RX = "rx"  # received from the caller's channel: the caller's voice
 LEG_TX = "tx"  # transmitted to the caller's channel: prompts and the agent's voice
 LEGS = (LEG_MIX, LEG_RX, LEG_TX)
+#: A message the caller left (the IVR's voicemail node records `<base>-message.wav` with
+#: Record()): indexed when the call ends, only if the caller left one.
+LEG_MESSAGE = "message"
+#: An answering agent's own voice (MixMonitor on the agent's channel), one row per agent channel.
+LEG_AGENT = "agent"
+INDEXED_LEGS = (*LEGS, LEG_MESSAGE, LEG_AGENT)
 
 STATUS_RECORDING = "recording"
 STATUS_COMPLETE = "complete"
@@ -121,9 +132,12 @@ class RecordingIndex:
         return path
 
     def start(
-        self, *, linkedid: str, uniqueid: str, legs: Mapping[str, str], started_at: datetime
+        self, *, linkedid: str, uniqueid: str, legs: Mapping[str, str], started_at: datetime,
+        agent: str | None = None,
     ) -> list[Recording]:
         """Index the legs of a recording that has just started (leg -> path relative to root).
+
+        `agent`: whose leg it is (agent legs); kept by `finalize`, which names the call's agent.
 
         Idempotent: a repeated start returns the existing rows unchanged. The same leg
         with a different path is a contradiction and raises ValueError.
@@ -135,8 +149,8 @@ class RecordingIndex:
         _require_aware("started_at", started_at)
         wanted: dict[str, str] = {}
         for leg, relative in legs.items():
-            if leg not in LEGS:
-                raise ValueError(f"unknown leg {leg!r}; expected one of {LEGS}")
+            if leg not in INDEXED_LEGS:
+                raise ValueError(f"unknown leg {leg!r}; expected one of {INDEXED_LEGS}")
             wanted[leg] = clean_relative_path(relative)
             self.resolve(wanted[leg])
 
@@ -147,7 +161,7 @@ class RecordingIndex:
                 if row is None:
                     row = Recording(
                         linkedid=linkedid, uniqueid=uniqueid, leg=leg, path=relative, format="wav",
-                        status=STATUS_RECORDING, started_at=started_at,
+                        status=STATUS_RECORDING, started_at=started_at, agent=agent,
                     )
                     try:
                         with session.begin_nested():
@@ -187,6 +201,8 @@ class RecordingIndex:
                 if row.stopped_at is None:
                     row.stopped_at = stopped_at
                 for name, value in (("queue", queue), ("agent", agent), ("customer_id", customer_id)):
+                    if name == "agent" and row.leg == LEG_AGENT and row.agent:
+                        continue  # an agent leg belongs to the agent who spoke on it
                     if value is not None:
                         setattr(row, name, value)
                 self._stat(row)

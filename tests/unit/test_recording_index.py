@@ -279,3 +279,16 @@ def test_recording_table_is_on_the_shared_metadata() -> None:
     from cti.db import Base
 
     assert Base.metadata.tables["recordings"] is Recording.__table__
+
+
+def test_an_agent_leg_keeps_its_own_agent_when_the_call_is_finalised(index: RecordingIndex, root: Path) -> None:
+    t0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+    index.start(linkedid="L1", uniqueid="U1", legs={"rx": "hotline/L1-U1-rx.wav"}, started_at=t0)
+    for uid, agent in (("U2", "1001"), ("U3", "1002")):
+        index.start(linkedid="L1", uniqueid=uid, legs={"agent": f"hotline/L1-U1-agent-{agent}-{uid}.wav"},
+                    started_at=t0, agent=agent)
+        write_wav(root / f"hotline/L1-U1-agent-{agent}-{uid}.wav", 1.0)
+    rows = index.finalize(linkedid="L1", stopped_at=t0 + timedelta(seconds=5), agent="1001")
+    assert [(r.leg, r.uniqueid, r.agent) for r in rows] == [
+        ("rx", "U1", "1001"), ("agent", "U2", "1001"), ("agent", "U3", "1002")]
+    assert [r.status for r in rows] == ["missing", "complete", "complete"]
