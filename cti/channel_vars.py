@@ -25,6 +25,17 @@ TEST_TAG: Final = "HOTLINE_TEST"
 AGI_FAILED: Final = "HOTLINE_AGI_FAILED"
 #: Number the caller dialled (the hotline DID), kept across Goto.
 DIALED: Final = "HOTLINE_DIALED"
+#: Who placed an outbound call (set on the Originate), e.g. "survey".
+ORIGIN: Final = "HOTLINE_ORIGIN"
+#: Outbound survey calls (set on the Originate): the survey job and the attempt row id.
+SURVEY_JOB: Final = "HOTLINE_SURVEY_JOB"
+SURVEY_ATTEMPT: Final = "HOTLINE_SURVEY_ATTEMPT"
+#: Set by the survey-call dialplan: survey prompt folder and comment recordings folder, as
+#: Asterisk sees them.
+SURVEY_SOUNDS: Final = "HOTLINE_SURVEY_SOUNDS"
+SURVEY_RECDIR: Final = "HOTLINE_SURVEY_RECDIR"
+#: One-time token on a publish smoke call (Local channel Originate), see hotline/smoke.py.
+SMOKE: Final = "HOTLINE_SMOKE"
 
 #: SIP header a QA test caller sends so its call is recognised end to end.
 TEST_HEADER: Final = "X-Hotline-Test"

@@ -26,7 +26,9 @@ TOKENS: web.AppKey[TokenStore] = web.AppKey("tokens", TokenStore)
 HUB: web.AppKey[EventHub] = web.AppKey("hub", EventHub)
 SNAPSHOT: web.AppKey[Callable[[Principal], dict[str, Any]]] = web.AppKey("snapshot")
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
-PUBLIC_PATHS = frozenset({"/status"})
+PUBLIC_PATHS = frozenset({"/status", "/console"})
+#: The console's static files (the page logs in with a token; its API calls are checked).
+PUBLIC_PREFIXES = ("/console/",)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Handler)
@@ -74,7 +76,7 @@ def _token(request: web.Request) -> str | None:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        if request.path not in PUBLIC_PATHS:
+        if request.path not in PUBLIC_PATHS and not request.path.startswith(PUBLIC_PREFIXES):
             principal = request.app[TOKENS].check(_token(request))
             if principal is None:
                 raise APIError(401, "unauthenticated", "a valid API token is required")
@@ -92,6 +94,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         # Router errors (404, 405) in the same shape as ours.
         error_id = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         raise APIError(exc.status_code, error_id, exc.reason) from None
+
+
+async def whoami(request: web.Request) -> web.Response:
+    """GET /whoami: who this token is (the console picks its pages; the server still checks each call)."""
+    principal = principal_of(request)
+    return web.json_response({"user": principal.user, "role": principal.role, "agent": principal.agent})
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:

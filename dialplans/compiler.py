@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from cti import channel_vars as cv
 from dialplans.definition import HotlineDefinition
 from dialplans.escaping import escape
-from ivr.model import Flow
+from ivr.model import Flow, Transfer, Voicemail
 
 HOTLINE_CONTEXT = "hotline"
 ROUTE_CONTEXT = "hotline-route"
@@ -23,6 +23,10 @@ FAILSAFE_CONTEXT = "hotline-failsafe"
 TRUNK_CONTEXT = "from-trunk"
 PHONES_CONTEXT = "from-phones"
 RECORDINGS_SUBDIR = "hotline"
+SURVEY_CONTEXT = "survey-call"
+AGENT_REC_CONTEXT = "hotline-rec-agent"
+#: Set on an answering agent's channel: the base name of that agent's own leg (recordings.lifecycle).
+AGENT_REC_VAR = f"{cv.RECORDING}_AGENT"
 
 # AMI events the service consumes; everything else is filtered in Asterisk itself
 # (an unfiltered AMI session costs Asterisk about 20% more CPU per call, measured on
@@ -30,6 +34,9 @@ RECORDINGS_SUBDIR = "hotline"
 AMI_EVENTS = (
     "FullyBooted", "Shutdown", "Reload",
     "Newchannel", "Newstate", "NewCallerid", "NewConnectedLine", "Hangup",
+    # Queued by the channel driver when that side hangs up (SIP BYE/CANCEL): who ended
+    # the call, and a queue abandon (caller hung up) told from a queue timeout.
+    "HangupRequest",
     "DialBegin", "DialEnd",
     "BridgeCreate", "BridgeDestroy", "BridgeEnter", "BridgeLeave",
     "BlindTransfer", "AttendedTransfer", "LocalBridge", "Hold", "Unhold",
@@ -69,6 +76,22 @@ MODULES = (
     "func_global.so", "func_cut.so", "func_math.so", "func_timeout.so",
     "func_db.so", "func_hangupcause.so", "func_uri.so", "func_shell.so",
     "cdr_csv.so", "cdr_manager.so",
+    # Reports read CDRs from cdr_custom (our own column list, with linkedid and exact
+    # epoch times); on Asterisk 22.10 cdr_custom is a front end of res_cdrel_custom.
+    "res_cdrel_custom.so", "cdr_custom.so", "func_cdr.so",
+)
+
+#: The CDR file the reports import: {astlogdir}/cdr-custom/<CDR_CUSTOM_FILE>, one CSV row
+#: per CDR, columns in this order (cti.reports.sources parses the same names; a unit test
+#: keeps the two lists equal). Times are epoch seconds ("u"), durations fractional ("f").
+CDR_CUSTOM_FILE = "hotline-cdr.csv"
+CDR_CUSTOM_FIELDS = (
+    ("linkedid", "linkedid"), ("uniqueid", "uniqueid"), ("sequence", "sequence"),
+    ("channel", "channel"), ("dstchannel", "dstchannel"), ("src", "src"), ("dst", "dst"),
+    ("dcontext", "dcontext"), ("clid", "clid"), ("lastapp", "lastapp"), ("lastdata", "lastdata"),
+    ("start", "start,u"), ("answer", "answer,u"), ("end", "end,u"),
+    ("duration", "duration,f"), ("billsec", "billsec,f"), ("disposition", "disposition"),
+    ("userfield", "userfield"), ("accountcode", "accountcode"),
 )
 
 
@@ -117,18 +140,24 @@ def compile_hotline(defn: HotlineDefinition, settings: AsteriskSettings) -> Comp
         "logger.conf": _logger_conf(),
         "pjsip.conf": _pjsip_conf(defn, settings),
         "extensions.conf": _extensions_conf(defn, settings, sounds),
-        "queues.conf": _queues_conf(defn),
+        "queues.conf": _queues_conf(defn, sounds),
         "manager.conf": _manager_conf(settings),
         "rtp.conf": _rtp_conf(settings),
-        "musiconhold.conf": _moh_conf(settings),
+        "musiconhold.conf": _moh_conf(settings, defn),
         "cdr.conf": _cdr_conf(),
+        "cdr_custom.conf": _cdr_custom_conf(),
         "indications.conf": _indications_conf(),
         "cdr_manager.conf": _lines(HEADER, "[general]", "enabled = yes"),
         "features.conf": _lines(HEADER, "[general]", "transferdigittimeout = 3"),
         # Present but empty so Asterisk does not log an error for each at boot.
         **{name: _lines(HEADER) for name in ("cel.conf", "acl.conf", "udptl.conf", "pjproject.conf", "ccss.conf")},
     }
-    return CompiledHotline(files=files, flow=replace(defn.flow, prompts=sounds))
+    localized = {
+        lang: {pid: f"{settings.sounds_dir}/{escape(lang, 'identifier')}/{escape(pid, 'identifier')}"
+               for pid, p in sorted(defn.prompts.items()) if lang in p.variants}
+        for lang in defn.languages[1:]
+    }
+    return CompiledHotline(files=files, flow=replace(defn.flow, prompts=sounds, localized=localized))
 
 
 def _lines(*parts: str) -> str:
@@ -197,6 +226,9 @@ def _pjsip_conf(defn: HotlineDefinition, s: AsteriskSettings) -> str:
         "rewrite_contact = yes",
         "send_rpid = yes",
         *([f"media_address = {escape(s.media_address, 'identifier')}"] if s.media_address else []),
+        # RTP on the media address, not 0.0.0.0: a wildcard bind makes Asterisk 22 look up
+        # its own host name for every call (5 s stalls when it does not resolve).
+        *(["bind_rtp_to_media_address = yes"] if s.media_address else []),
         "",
         "[aor-defaults](!)",
         "type = aor",
@@ -236,6 +268,9 @@ def _pjsip_conf(defn: HotlineDefinition, s: AsteriskSettings) -> str:
         "rtp_symmetric = yes",
         "force_rport = yes",
         *([f"media_address = {escape(s.media_address, 'identifier')}"] if s.media_address else []),
+        # RTP on the media address, not 0.0.0.0: a wildcard bind makes Asterisk 22 look up
+        # its own host name for every call (5 s stalls when it does not resolve).
+        *(["bind_rtp_to_media_address = yes"] if s.media_address else []),
         "",
         "[carrier]",
         "type = identify",
@@ -277,14 +312,15 @@ def _extensions_conf(defn: HotlineDefinition, s: AsteriskSettings, sounds: Mappi
     ]
     for aid in sorted(defn.agents):
         ext = escape(aid, "identifier")
-        out.append(f"exten => {ext},1,Dial(PJSIP/{ext},30)")
+        out.append(f"exten => {ext},1,Dial(PJSIP/{ext},30,U({AGENT_REC_CONTEXT}))")
         out.append(" same => n,Hangup()")
     out += [
         "",
         f"[{HOTLINE_CONTEXT}]",
         "exten => s,1,NoOp(hotline call)",
-        # The tag comes from an untrusted SIP header: keep only a safe charset.
-        f" same => n,Set(__{cv.TEST_TAG}=${{FILTER(A-Za-z0-9_.-,${{PJSIP_HEADER(read,{cv.TEST_HEADER})}})}})",
+        # The tag comes from an untrusted SIP header: keep only a safe charset. FILTER reads
+        # an unescaped '-' as a range, so a literal '-' is written '\-' (Asterisk 22).
+        f" same => n,Set(__{cv.TEST_TAG}=${{FILTER(A-Za-z0-9_.\\-,${{PJSIP_HEADER(read,{cv.TEST_HEADER})}})}})",
         " same => n,Answer()",
         # Linkedid + Uniqueid cannot collide and stay meaningful after transfers.
         f" same => n,Set(__{cv.RECORDING}={RECORDINGS_SUBDIR}/${{STRFTIME(${{EPOCH}},UTC,%Y/%m/%d)}}"
@@ -301,13 +337,14 @@ def _extensions_conf(defn: HotlineDefinition, s: AsteriskSettings, sounds: Mappi
     ]
     for qid, q in sorted(defn.queues.items()):
         name = escape(qid, "identifier")
-        out.append(f"exten => queue-{name},1,Queue({name},,,,{int(q.max_wait)})")
+        out.append(f"exten => queue-{name},1,Queue({name},,,,{int(q.max_wait)},,{AGENT_REC_CONTEXT})")
         out.append(" same => n,Goto(failsafe-after-queue,1)")
+    out += _ivr_exits(defn, s)
     out += [
         "exten => hangup-normal,1,Hangup(16)",
         f"exten => failsafe,1,Set(__{cv.ROUTE_REASON}=failsafe)",
         f" same => n,Playback({failsafe_sound})",
-        f" same => n,Queue({failsafe_queue},,,,{int(defn.queues[defn.failsafe_queue].max_wait)})",
+        f" same => n,Queue({failsafe_queue},,,,{int(defn.queues[defn.failsafe_queue].max_wait)},,{AGENT_REC_CONTEXT})",
         " same => n,Hangup(16)",
         # After a queue gives up (max wait, no agents) the caller hears an apology.
         f"exten => failsafe-after-queue,1,Playback({failsafe_sound})",
@@ -319,12 +356,90 @@ def _extensions_conf(defn: HotlineDefinition, s: AsteriskSettings, sounds: Mappi
         f"exten => s,1,Goto({ROUTE_CONTEXT},failsafe,1)",
         f"exten => _X.,1,Goto({ROUTE_CONTEXT},failsafe,1)",
         "",
+        *_agent_recording_context(s),
+        *_survey_contexts(s),
         f"; recordings: {rec_dir}/YYYY/MM/DD/<linkedid>-<uniqueid>-{{mix,rx,tx}}.wav",
+        ";   and <linkedid>-<uniqueid>-agent-<ext>-<agent uniqueid>.wav per answering agent",
     ]
     return _lines(*out)
 
 
-def _queues_conf(defn: HotlineDefinition) -> str:
+def _agent_recording_context(s: AsteriskSettings) -> list[str]:
+    """Pre-bridge gosub (Queue's gosub argument, Dial's U()) run on an answering agent's channel.
+
+    Records the agent's own voice (MixMonitor ``r`` only, no mixed file) into a file named
+    after the call's recording and the agent's channel, so it cannot collide and every agent
+    of a transferred call gets one. Independent of the caller's ``tx`` leg, which Asterisk
+    22.10 can stop filling after a blind transfer. Calls without HOTLINE_REC are not recorded.
+    """
+    return [
+        f"[{AGENT_REC_CONTEXT}]",
+        f'exten => s,1,GotoIf($["${{{cv.RECORDING}}}" = ""]?done)',
+        f" same => n,Set({AGENT_REC_VAR}=${{{cv.RECORDING}}}-agent-${{CHANNEL(endpoint)}}-${{UNIQUEID}})",
+        f" same => n,MixMonitor(,r({s.recordings_dir}/${{{AGENT_REC_VAR}}}.wav))",
+        " same => n(done),Return()",
+        "",
+    ]
+
+
+def _survey_contexts(s: AsteriskSettings) -> list[str]:
+    """Outbound survey calls (ivr.survey): the answered customer runs the survey over FastAGI.
+
+    `survey-sim` gives dialer load tests Local-channel "customers": `Local/<number>@survey-sim`
+    answers, stays silent for 1 s and hangs up; the answered side waits in `s`.
+    """
+    agi = f"agi://{escape(s.agi_host, 'identifier')}:{int(s.agi_port)}/survey"
+    return [
+        f"[{SURVEY_CONTEXT}]",
+        "exten => s,1,NoOp(survey call)",
+        f" same => n,Set({cv.SURVEY_SOUNDS}={s.sounds_dir}/survey)",
+        f" same => n,Set({cv.SURVEY_RECDIR}={s.recordings_dir})",
+        f" same => n,AGI({agi})",
+        " same => n,Hangup(16)",
+        "",
+        "[survey-sim]",
+        "exten => _X.,1,Answer()",
+        " same => n,Wait(1)",
+        " same => n,Hangup(16)",
+        "exten => s,1,Wait(30)",
+        " same => n,Hangup(16)",
+        "",
+    ]
+
+
+def _ivr_exits(defn: HotlineDefinition, s: AsteriskSettings) -> list[str]:
+    """Route extensions for the IVR's voicemail and transfer nodes (queues are above).
+
+    A message is recorded beside the call's MixMonitor legs (`<HOTLINE_REC>-message.wav`,
+    so it is found with the call's recordings); Record() beeps, stops after 3 s of
+    silence or `max_seconds`, and keeps the file when the caller hangs up (`k`).
+    Only numbers named in the definition are dialable: an unknown target lands in `i`;
+    a transfer nobody answers ends in the failsafe (apology + operator queue).
+    """
+    out: list[str] = []
+    longest: dict[str, int] = {}
+    numbers: dict[str, int] = {}  # number -> ring seconds (the longest of its transfer nodes)
+    for node in defn.flow.nodes.values():
+        if isinstance(node, Voicemail):
+            longest[node.queue] = max(longest.get(node.queue, 0), node.max_seconds)
+        elif isinstance(node, Transfer):
+            numbers[node.number] = max(numbers.get(node.number, 0), node.timeout)
+    for qid, seconds in sorted(longest.items()):
+        name = escape(qid, "identifier")
+        out.append(f"exten => voicemail-{name},1,Record({s.recordings_dir}/${{{cv.RECORDING}}}-message.wav,"
+                   f"3,{int(seconds)},k)")
+        out.append(" same => n,Hangup(16)")
+    for number in sorted(numbers):
+        n = escape(number, "identifier")
+        # An agent extension rings the phone; any other number leaves through the carrier trunk.
+        dial = f"PJSIP/{n}" if number in defn.agents else f"PJSIP/{n}@carrier"
+        out.append(f"exten => transfer-{n},1,Dial({dial},{int(numbers[number])})")
+        # Not reached (busy, no answer, trunk down): the operator queue, never a dead line.
+        out.append(' same => n,GotoIf($["${DIALSTATUS}" = "ANSWER"]?hangup-normal,1:failsafe,1)')
+    return out
+
+
+def _queues_conf(defn: HotlineDefinition, sounds: Mapping[str, str]) -> str:
     out = [
         HEADER,
         "[general]",
@@ -345,13 +460,16 @@ def _queues_conf(defn: HotlineDefinition) -> str:
             "ringinuse = no",
             "joinempty = yes",
             "leavewhenempty = no",
-            "announce-frequency = 0",
-            "periodic-announce-frequency = 0",
+            f"announce-frequency = {int(q.announce_frequency)}",
+            f"announce-position = {'yes' if q.announce_position else 'no'}",
+            f"announce-holdtime = {'yes' if q.announce_holdtime else 'no'}",
+            *([f"periodic-announce = {sounds[q.periodic_announce]}"] if q.periodic_announce else []),
+            f"periodic-announce-frequency = {int(q.periodic_announce_frequency)}",
             "setinterfacevar = yes",
             "setqueuevar = yes",
             "setqueueentryvar = yes",
             "reportholdtime = no",
-            "musicclass = default",
+            f"musicclass = {escape(q.music_on_hold, 'identifier')}",
         ]
         for m in q.members:
             ext = escape(m, "identifier")
@@ -392,10 +510,14 @@ def _rtp_conf(s: AsteriskSettings) -> str:
     return _lines(HEADER, "[general]", f"rtpstart = {int(s.rtp_start)}", f"rtpend = {int(s.rtp_end)}")
 
 
-def _moh_conf(s: AsteriskSettings) -> str:
+def _moh_conf(s: AsteriskSettings, defn: HotlineDefinition) -> str:
     # An absolute directory: a relative one resolves under /usr/share/asterisk, which
     # has no moh folder in Debian, and MOH would then be silently disabled.
-    return _lines(HEADER, "[default]", "mode = files", f"directory = {s.moh_dir}", "sort = alpha")
+    out = [HEADER]
+    for name, folder in sorted(defn.music_on_hold.items(), key=lambda kv: (kv[0] != "default", kv[0])):
+        directory = f"{s.moh_dir}/{escape(folder, 'identifier')}" if folder else s.moh_dir
+        out += [f"[{escape(name, 'identifier')}]", "mode = files", f"directory = {directory}", "sort = alpha"]
+    return _lines(*out)
 
 
 def _cdr_conf() -> str:
@@ -403,6 +525,11 @@ def _cdr_conf() -> str:
         HEADER, "[general]", "enable = yes", "unanswered = yes", "congestion = yes",
         "[csv]", "usegmtime = yes", "loguniqueid = yes", "loguserfield = yes", "accountlogs = no",
     )
+
+
+def _cdr_custom_conf() -> str:
+    columns = ",".join(f"${{CSV_QUOTE(${{CDR({spec})}})}}" for _name, spec in CDR_CUSTOM_FIELDS)
+    return _lines(HEADER, "[mappings]", f"{CDR_CUSTOM_FILE} => {columns}")
 
 
 def _indications_conf() -> str:

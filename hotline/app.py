@@ -8,14 +8,23 @@ from typing import Any
 
 from aiohttp import web
 
+from cti.console import add_routes as add_console_routes
 from cti.customers.web import CUSTOMER_STORE
 from cti.customers.web import add_routes as add_customer_routes
+from cti.monitor import add_routes as add_monitor_routes
+from cti.reports.web import REPORT_SERVICE
+from cti.reports.web import add_routes as add_report_routes
 from cti.web import HUB, SNAPSHOT, TOKENS, APIError, auth_middleware, principal_of, requires, websocket
 from dialplans.compiler import AsteriskSettings, compile_hotline
 from dialplans.definition import HotlineDefinition
+from hotline.dialplan_web import add_routes as add_dialplan_routes
+from hotline.reports import report_service
 from hotline.service import HotlineService
 from hotline.settings import Settings
 from ivr.model import Flow
+from ivr.survey.web import add_routes as add_survey_routes
+from ivr.testcall.web import add_routes as add_testcall_routes
+from recordings.web import add_routes as add_recording_routes
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +81,7 @@ async def get_agents(request: web.Request) -> web.Response:
 
 @requires(*WATCHERS)
 async def get_ivr_stats(request: web.Request) -> web.Response:
-    stats = request.app[SERVICE].node_stats
-    nodes = sorted(set(stats.entries) | set(stats.timeouts) | set(stats.invalid))
-    return web.json_response({
-        node: {"entries": stats.entries[node], "timeouts": stats.timeouts[node], "invalid": stats.invalid[node],
-               "seconds": round(stats.seconds[node], 3),
-               "choices": {d: n for (nid, d), n in stats.choices.items() if nid == node}}
-        for node in nodes
-    })
+    return web.json_response(request.app[SERVICE].node_stats.to_dict())
 
 
 def create_app(settings: Settings, flow: Flow) -> web.Application:
@@ -106,6 +108,16 @@ def create_app(settings: Settings, flow: Flow) -> web.Application:
     app.router.add_get("/agents", get_agents)
     app.router.add_get("/ivr/stats", get_ivr_stats)
     add_customer_routes(app)
+    add_dialplan_routes(app)
+    add_testcall_routes(app, service.testcalls)
+    add_monitor_routes(app, service.monitor)
+    add_recording_routes(app, service.recorder)
+    add_survey_routes(app, service.surveys.store)
+    app[REPORT_SERVICE] = report_service(settings, service.engine, service.sessions)
+    # Each queue's wrap-up time (the definition's, as in queues.conf): AMI never reports it.
+    service.tracker.queue_wrapup.update({q: int(s) for q, s in app[REPORT_SERVICE].rules.wrapup_seconds.items()})
+    add_report_routes(app)
+    add_console_routes(app)
     return app
 
 

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from aiohttp import web
@@ -15,10 +16,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from cti.auth import ROLES, AuthError, TokenStore
 from cti.customers.cli import add_commands as add_customer_commands
 from cti.db import create_schema, make_engine, session_factory
-from dialplans.definition import InvalidDefinition, load_definition
+from cti.reports.cli import add_commands as add_report_commands
+from cti.reports.service import ReportService
+from dialplans.definition import DEFAULT_PATH, InvalidDefinition, load_definition
 from hotline.app import create_app, flow_for
+from hotline.dialplan_cli import add_commands as add_dialplan_commands
+from hotline.reports import cli_report_service
 from hotline.sandbox import Sandbox, SandboxError, SandboxPorts, ensure_root, root_path
 from hotline.settings import Settings, SettingsError, load_settings
+from ivr.survey.cli import add_commands as add_survey_commands
+from ivr.survey.component import render_default_prompts as render_survey_prompts
+from recordings.catalog import RecordingCatalog
+from recordings.cli import add_commands as add_recording_commands
+from recordings.index import RecordingIndex
 
 DEFAULT_INSTANCE = "dev"
 
@@ -29,13 +39,15 @@ def _sandbox(settings: Settings, instance: str, port_offset: int, root: Path | N
 
 
 def _settings_for_sandbox(settings: Settings, sandbox: Sandbox) -> Settings:
-    """Point the service at a sandbox: its AMI secret, ports and recordings folder."""
+    """Point the service at a sandbox: its AMI secret, ports and recordings folder.
+
+    Every other setting is kept (e.g. HOTLINE_SURVEY_DIALER, the recordings policy).
+    """
     state = json.loads(sandbox.secrets_file.read_text())
-    return load_settings(
-        env={}, data_dir=str(settings.data_dir), database_url=settings.database_url or None,
-        http_host=settings.http_host, http_port=settings.http_port, definition=str(settings.definition),
-        ami_port=sandbox.ports.ami, agi_port=sandbox.ports.agi, ami_secret=str(state["ami_secret"]),
-        recordings_dir=str(sandbox.recordings_dir),
+    return replace(
+        settings, ami_host="127.0.0.1", ami_username=Settings().ami_username, ami_port=sandbox.ports.ami,
+        agi_port=sandbox.ports.agi, ami_secret=str(state["ami_secret"]),
+        sip_port=sandbox.ports.sip, recordings_dir=Path(sandbox.recordings_dir), asterisk_log_dir=str(sandbox.log_dir),
     )
 
 
@@ -45,6 +57,7 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
         sandbox = _sandbox(settings, args.instance, args.port_offset, root)
         defn = load_definition(settings.definition)
         sandbox.install(defn, cache_dir=settings.data_dir / "prompt-cache")
+        render_survey_prompts(sandbox.sounds_dir, settings.data_dir / "prompt-cache")
         if sandbox.pid() is None:
             sandbox.start()
         asyncio.run(sandbox.wait_booted())
@@ -62,15 +75,24 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.sandbox:
         sandbox = _sandbox(settings, args.sandbox, args.port_offset)
         settings = _settings_for_sandbox(settings, sandbox)
-        return _serve_with_sounds(settings, f"{sandbox.lib}/sounds")
+        return _serve_with_sounds(settings, f"{sandbox.lib}/sounds", sandbox)
     if not settings.ami_secret:
         raise SettingsError("HOTLINE_AMI_SECRET is not set (or use --sandbox INSTANCE)")
     return _serve_with_sounds(settings, "/var/lib/hotline/sounds")
 
 
-def _serve_with_sounds(settings: Settings, sounds_dir: str) -> int:
+def _serve_with_sounds(settings: Settings, sounds_dir: str, sandbox: Sandbox | None = None) -> int:
     defn = load_definition(settings.definition)
     app = create_app(settings, flow_for(defn, sounds_dir))
+    if sandbox is not None:  # the editing lifecycle publishes into this sandbox's config
+        from hotline.app import SERVICE
+        from hotline.dialplan_publish import publisher_for_sandbox
+        from hotline.dialplan_web import PUBLISHER
+
+        app[PUBLISHER] = publisher_for_sandbox(
+            app[SERVICE], sandbox, live_text=settings.definition.read_text(encoding="utf-8"), live_defn=defn,
+            cache_dir=settings.data_dir / "prompt-cache", prompts_dir=settings.definition.parent,
+            definition_file=settings.definition)
     print(f"hotline service: http://{settings.http_host}:{settings.http_port}/status "
           f"(FastAGI {settings.agi_host}:{settings.agi_port}, AMI {settings.ami_host}:{settings.ami_port})",
           flush=True)
@@ -83,6 +105,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     args.action = "up"
     cmd_sandbox(args, settings)
     sandbox = _sandbox(settings, args.instance, args.port_offset)
+    settings = _working_definition(settings)
     defn = load_definition(settings.definition)
     numbers = ", ".join(defn.numbers)
     token_file = ensure_admin_token(settings)
@@ -96,7 +119,22 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         f"Stop Asterisk afterwards:               .venv/bin/hotline sandbox down --instance {args.instance}\n",
         flush=True,
     )
-    return _serve_with_sounds(_settings_for_sandbox(settings, sandbox), f"{sandbox.lib}/sounds")
+    return _serve_with_sounds(_settings_for_sandbox(settings, sandbox), f"{sandbox.lib}/sounds", sandbox)
+
+
+def _working_definition(settings: Settings) -> Settings:
+    """The packaged default hotline is copied into the data folder once and edited there.
+
+    Publishing rewrites the live definition file; the copy keeps the repository's
+    default untouched and keeps the demo's edits across restarts.
+    """
+    if settings.definition.resolve() != DEFAULT_PATH.resolve():
+        return settings
+    working = settings.data_dir / "hotline.yaml"
+    if not working.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        working.write_text(DEFAULT_PATH.read_text(encoding="utf-8"), encoding="utf-8")
+    return replace(settings, definition=working)
 
 
 def _sessions(settings: Settings) -> sessionmaker[Session]:
@@ -107,6 +145,19 @@ def _sessions(settings: Settings) -> sessionmaker[Session]:
     engine = make_engine(settings.db_url)
     create_schema(engine)
     return session_factory(engine)
+
+
+def _recording_catalog(settings: Settings) -> tuple[RecordingCatalog, str]:
+    """The recording index of this service's database and recordings folder, for the CLI."""
+    return RecordingCatalog(RecordingIndex(_sessions(settings), settings.recordings_dir)), settings.recordings_retention
+
+
+def _report_service(args: argparse.Namespace) -> ReportService:
+    """`hotline report ...`: this service's database; `--sandbox NAME` imports that sandbox's logs."""
+    settings = load_settings(args.config)
+    instance = getattr(args, "sandbox", None)
+    log_dir = _sandbox(settings, instance, 0).log_dir if instance else None
+    return cli_report_service(args, settings, log_dir)
 
 
 def ensure_admin_token(settings: Settings) -> Path:
@@ -192,12 +243,20 @@ def build_parser() -> argparse.ArgumentParser:
     create.set_defaults(func=cmd_tokens)
 
     add_customer_commands(sub, lambda: _sessions(load_settings()))
+    add_dialplan_commands(sub)
+    add_recording_commands(sub, _recording_catalog)
+    add_survey_commands(sub, _sessions)
+    add_report_commands(sub, _report_service)
 
     call = sub.add_parser("call", help="place a real demo call into the sandbox hotline")
     sandbox_args(call)
     call.add_argument("--digits", default="1", help="menu digits the caller presses")
     call.add_argument("--caller", default="13800138000", help="caller number presented by the carrier")
     call.set_defaults(func=cmd_call)
+
+    from hotline.qa import add_testcall_commands
+
+    add_testcall_commands(sub, sandbox_args)
     return parser
 
 

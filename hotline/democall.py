@@ -23,6 +23,7 @@ from cti import channel_vars as cv
 from dialplans.definition import load_definition
 from hotline.sandbox import Sandbox
 from hotline.settings import Settings
+from ivr.model import first_menu
 from ivr.softphone.client import PhoneConfig, Softphone
 
 
@@ -59,6 +60,7 @@ async def place_demo_call(sandbox: Sandbox, settings: Settings, *, digits: str =
     base = base_url or f"http://{settings.http_host}:{settings.http_port}"
     token = token or admin_token_file(settings).read_text().strip()
     defn = load_definition(settings.definition)
+    menu = first_menu(defn.flow) or defn.flow.start  # digits count only once the menu plays
     state = json.loads(sandbox.secrets_file.read_text())
     passwords: dict[str, str] = state["agent_passwords"]
     phones: list[Softphone] = []
@@ -69,7 +71,7 @@ async def place_demo_call(sandbox: Sandbox, settings: Settings, *, digits: str =
                 before = await _get(http, f"{base}/calls") or {}
                 seen = {c["linkedid"] for c in before.get("recent", []) + before.get("live", [])}
                 stats = await _get(http, f"{base}/ivr/stats") or {}
-                entries_before = stats.get(defn.flow.start, {}).get("entries", 0)
+                entries_before = stats.get(menu, {}).get("entries", 0)
                 for agent in sorted(defn.agents):
                     phone = await Softphone.start(PhoneConfig(
                         name=f"demo-agent{agent}", registrar=f"sip:127.0.0.1:{sandbox.ports.sip}",
@@ -84,7 +86,7 @@ async def place_demo_call(sandbox: Sandbox, settings: Settings, *, digits: str =
 
                 async def menu_playing() -> bool:
                     now = await _get(http, f"{base}/ivr/stats") or {}
-                    return bool(now.get(defn.flow.start, {}).get("entries", 0) > entries_before)
+                    return bool(now.get(menu, {}).get("entries", 0) > entries_before)
 
                 await _poll(menu_playing, 10, "IVR menu")
                 await call.send_dtmf(digits)

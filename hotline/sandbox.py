@@ -14,13 +14,17 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import signal
+import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from cti.ami.protocol import AMIParser, encode_action
+from dialplans import configdir
 from dialplans.compiler import AsteriskSettings, CompiledHotline, compile_hotline
 from dialplans.definition import HotlineDefinition
 from dialplans.prompts import render_moh, render_prompts
@@ -59,6 +63,26 @@ def ensure_root() -> Path:
     if proc.returncode != 0:
         raise SandboxError(f"building the sandbox root failed:\n{proc.stdout}{proc.stderr}")
     return root_path()
+
+
+def ensure_hosts_entry(root: Path, hostname: str | None = None) -> None:
+    """Make the root's /etc/hosts resolve this machine's host name to loopback.
+
+    Asterisk looks its own host name up (RTP/ICE host candidates, pjproject); inside the
+    root that name is unknown, and each lookup stalls about 5 s in the resolver.
+    """
+    name = hostname or socket.gethostname()
+    hosts = root / "etc" / "hosts"
+    try:
+        text = hosts.read_text()
+    except FileNotFoundError:
+        text = "127.0.0.1\tlocalhost\n"
+    if any(name in line.split()[1:] for line in text.splitlines() if not line.lstrip().startswith("#")):
+        return
+    hosts.parent.mkdir(parents=True, exist_ok=True)
+    tmp = hosts.with_name(f".hosts.{os.getpid()}")
+    tmp.write_text(text + ("" if text.endswith("\n") or not text else "\n") + f"127.0.1.1\t{name}\n")
+    os.replace(tmp, hosts)
 
 
 class Sandbox:
@@ -144,24 +168,29 @@ class Sandbox:
             },
         )
 
-    def install(self, defn: HotlineDefinition, *, cache_dir: Path | None = None) -> CompiledHotline:
-        """Compile, render prompts and write every config file (each atomically)."""
-        compiled = compile_hotline(defn, self.settings(defn))
-        for inside in (self.etc, self.run, self.log, f"{self.log}/cdr-csv", self.spool, f"{self.spool}/monitor",
-                       f"{self.lib}/db", f"{self.lib}/sounds", f"{self.lib}/moh"):
+    def install(self, defn: HotlineDefinition, *, cache_dir: Path | None = None,
+                compile_fn: Callable[[HotlineDefinition, AsteriskSettings], CompiledHotline] = compile_hotline,
+                prompts_src: Path | None = None) -> CompiledHotline:
+        """Compile, render prompts and write every config file (one atomic generation)."""
+        compiled = compile_fn(defn, self.settings(defn))
+        for inside in (self.run, self.log, f"{self.log}/cdr-csv", self.spool, f"{self.spool}/monitor",
+                       f"{self.lib}/db", f"{self.lib}/sounds", f"{self.lib}/moh", f"{self.log}/cdr-custom"):
             self.host(inside).mkdir(parents=True, exist_ok=True)
-        render_prompts(defn, self.sounds_dir, cache_dir=cache_dir)
+        render_prompts(defn, self.sounds_dir, prompts_src=prompts_src, cache_dir=cache_dir)
         render_moh(self.host(f"{self.lib}/moh"))
         self.write_files(compiled)
         return compiled
 
     def write_files(self, compiled: CompiledHotline) -> None:
-        etc = self.host(self.etc)
-        etc.mkdir(parents=True, exist_ok=True)
-        for name, text in compiled.files.items():
-            tmp = etc / f".{name}.tmp"
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(etc / name)
+        """All files as one new generation behind the etc link (dialplans.configdir): never a mix."""
+        configdir.install(self.host(self.etc), compiled.files)
+        configdir.prune(self.host(self.etc))
+
+    def remove_dirs(self) -> None:
+        """Delete this instance's directories inside the root (after stop)."""
+        configdir.remove(self.host(self.etc))
+        for inside in (self.run, self.log, self.spool, self.lib):
+            shutil.rmtree(self.host(inside), ignore_errors=True)
 
     # -- process -----------------------------------------------------------------
     def pid(self) -> int | None:
@@ -181,6 +210,7 @@ class Sandbox:
             raise SandboxError(f"sandbox {self.instance} already runs as pid {pid}")
         for inside in (self.run, self.log):
             self.host(inside).mkdir(parents=True, exist_ok=True)
+        ensure_hosts_entry(self.root)
         # Stale control socket from a killed instance would make Asterisk refuse to start.
         (self.host(self.run) / "asterisk.ctl").unlink(missing_ok=True)
         # posix_spawn in a new session, no Popen object: Asterisk outlives `hotline sandbox up`,

@@ -30,11 +30,28 @@ class Settings:
     agi_port: int = 4573
     ami_host: str = "127.0.0.1"
     ami_port: int = 5038
+    #: Asterisk's PJSIP port on ami_host (QA test calls dial the hotline there).
+    sip_port: int = 5060
     ami_username: str = "hotline"
     ami_secret: str = ""
     definition: Path = DEFAULT_PATH
     recordings_dir: Path = Path("var/recordings")  # where Asterisk's recordings are visible to us
     default_region: str = "CN"
+    #: Asterisk's log directory as the service sees it (queue_log, cdr-custom/) for `report import`.
+    asterisk_log_dir: str = ""
+    #: Report and piece-rate rules (YAML: {reports: {...}, piece_rate: {...}}); empty: defaults.
+    report_rules: str = ""
+    # Recordings (see recordings/): QA flag threshold, free-disk watermark, retention policy.
+    recordings_dead_air_seconds: int = 10
+    recordings_min_free_mb: int = 2048
+    recordings_retention: str = "default=90,abandoned=30,queue:complaint=365,case=keep"
+    recordings_analysis_workers: int = 1
+    recordings_disk_check_seconds: int = 60
+    #: 1: the service runs the survey dialer itself (else run `hotline survey dial` beside it).
+    survey_dialer: int = 0
+    #: JSON file {number: dial string} overriding campaign dial templates for the in-service
+    #: dialer (like `hotline survey dial --routes`; test phones on their own ports).
+    survey_routes: str = ""
 
     @property
     def sqlite_path(self) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -48,8 +47,7 @@ def sandbox(definition: HotlineDefinition, tmp_path_factory: pytest.TempPathFact
         yield sb
     finally:
         sb.stop()
-        for inside in (sb.etc, sb.run, sb.log, sb.spool, sb.lib):
-            shutil.rmtree(sb.host(inside), ignore_errors=True)
+        sb.remove_dirs()
 
 
 @pytest.fixture(scope="session")
@@ -62,17 +60,44 @@ async def service_server(
     data_dir = tmp_path_factory.mktemp("service-data")
     settings = load_settings(
         env={}, data_dir=str(data_dir), ami_port=sandbox.ports.ami, agi_port=sandbox.ports.agi,
+        sip_port=sandbox.ports.sip,
         ami_secret=str(state["ami_secret"]), recordings_dir=str(sandbox.recordings_dir),
     )
     app = create_app(settings, flow_for(definition, f"{sandbox.lib}/sounds"))
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
     service = app[SERVICE_KEY()]
+    service.runner.clock = _opening_hours_clock(service.runner.flow)
     await service.ami.wait_ready(timeout=15)
     try:
         yield server
     finally:
         await server.close()
+
+
+def _opening_hours_clock(flow: Any) -> Any:
+    """Real time, moved on by whole weeks while the hotline's calendars say closed.
+
+    The default hotline is open around the clock except on its listed holidays; on
+    those days every test call would take the after-hours branch. Tests that want
+    after-hours pin the clock themselves.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from ivr.hours import is_open
+    from ivr.model import Hours
+
+    calendars = [node.calendar for node in flow.nodes.values() if isinstance(node, Hours)]
+
+    def clock() -> datetime:
+        now = datetime.now(UTC)
+        for _ in range(52):
+            if all(is_open(calendar, now) for calendar in calendars):
+                break
+            now += timedelta(days=7)
+        return now
+
+    return clock
 
 
 @pytest.fixture(scope="session")

@@ -191,6 +191,8 @@ def bind_rtp_to_media_address(sandbox: Sandbox) -> None:
     text = path.read_text()
     if "media_address = " not in text:
         raise SystemExit("pjsip.conf has no media_address: nothing to bind RTP to")
+    if "bind_rtp_to_media_address = yes" in text:
+        return  # the compiler writes it since the DNS stall was found
     path.write_text(re.sub(r"^(media_address = .*)$", r"\1\nbind_rtp_to_media_address = yes", text, flags=re.M))
 
 
@@ -338,8 +340,7 @@ def cleanup(sandbox: Sandbox, workdir: Path, state_dir: Path, keep: str | None) 
         sandbox.stop()
         if keep:
             keep_logs(Path(keep), sandbox.log_dir / "messages.log", workdir / "errors.log", workdir / "stat.csv")
-        for inside in (sandbox.etc, sandbox.run, sandbox.log, sandbox.spool, sandbox.lib):
-            shutil.rmtree(sandbox.host(inside), ignore_errors=True)
+        sandbox.remove_dirs()
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(state_dir, ignore_errors=True)
     finally:

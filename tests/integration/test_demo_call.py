@@ -20,4 +20,4 @@ async def test_demo_call_reaches_an_agent(sandbox: Sandbox, service_server: Test
     call = result["call"]
     assert call["queue"] == "installation" and call["menu_choice"] == "2"
     assert call["agent"] in ("1001", "1002")
-    assert {r["leg"] for r in result["recordings"]} == {"mix", "rx", "tx"}
+    assert {r["leg"] for r in result["recordings"]} == {"mix", "rx", "tx", "agent"}  # agent: the agent's own voice

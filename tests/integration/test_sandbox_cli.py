@@ -37,10 +37,7 @@ def test_second_sandbox_does_not_collide(sandbox: Sandbox, tmp_path: Path, monke
     assert other.pid() is None
     assert main(["sandbox", "status", *args]) == 3  # not running
     assert sandbox.pid() is not None  # the test suite's instance is untouched
-    for inside in (other.etc, other.run, other.log, other.spool, other.lib):
-        import shutil
-
-        shutil.rmtree(other.host(inside), ignore_errors=True)
+    other.remove_dirs()
 
 
 def test_bad_definition_gives_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

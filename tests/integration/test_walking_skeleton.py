@@ -132,7 +132,7 @@ async def test_hotline_call_reaches_agent_end_to_end(
         async with http.get(service_server.make_url(f"/calls/{linkedid}/recordings")) as resp:
             recs = (await resp.json())["recordings"]
         by_leg = {r["leg"]: r for r in recs}
-        assert set(by_leg) == {"mix", "rx", "tx"}
+        assert set(by_leg) == {"mix", "rx", "tx", "agent"}  # agent: the answering agent's own voice
         for leg, row in by_leg.items():
             assert row["status"] == "complete", row
             assert service.recordings.resolve(row["path"]).is_file(), leg
