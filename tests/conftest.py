@@ -21,9 +21,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from dialplans.definition import DEFAULT_PATH, HotlineDefinition, load_definition
-from hotline.sandbox import Sandbox, SandboxPorts, ensure_root
+from hotline.sandbox import Sandbox, SandboxPorts
 from hotline.settings import load_settings
 from tests.support.calls import PhoneFactory
+from tests.support.sandboxes import running_sandbox
 
 PORT_OFFSET = int(os.environ.get("HOTLINE_TEST_PORT_OFFSET", "20000"))
 CACHE = Path(os.environ.get("HOTLINE_TEST_CACHE", Path.home() / ".cache" / "hotline" / "test-cache"))
@@ -36,18 +37,9 @@ def definition() -> HotlineDefinition:
 
 @pytest.fixture(scope="session")
 def sandbox(definition: HotlineDefinition, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    root = ensure_root()
-    instance = f"test-{os.getpid()}"
-    sb = Sandbox(root, instance, SandboxPorts.offset(PORT_OFFSET),
-                 state_dir=tmp_path_factory.mktemp("sandbox-state"))
-    sb.install(definition, cache_dir=CACHE / "prompts")
-    sb.start()
-    try:
-        asyncio.run(sb.wait_booted(timeout=30))
+    with running_sandbox(f"test-{os.getpid()}", definition, SandboxPorts.offset(PORT_OFFSET),
+                         tmp_path_factory.mktemp("sandbox-state"), CACHE) as sb:
         yield sb
-    finally:
-        sb.stop()
-        sb.remove_dirs()
 
 
 @pytest.fixture(scope="session")

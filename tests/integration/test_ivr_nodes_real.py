@@ -28,7 +28,7 @@ from aiohttp.test_utils import TestServer
 
 from cti.customers.models import Customer, PhoneNumber
 from dialplans.definition import HotlineDefinition, load_definition
-from hotline.sandbox import Sandbox, SandboxPorts, ensure_root
+from hotline.sandbox import Sandbox, SandboxPorts
 from hotline.settings import load_settings
 from ivr.routing import TrackerQueueLoad
 from recordings.index import LEG_MESSAGE, STATUS_COMPLETE
@@ -36,6 +36,7 @@ from recordings.retention import reconcile
 from recordings.vad import analyze_wav
 from tests.conftest import CACHE, PORT_OFFSET, bearer
 from tests.support.calls import PhoneFactory, agent_phone, carrier_headers, hotline_uri, wait_for
+from tests.support.sandboxes import running_sandbox
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(240)]
 
@@ -64,15 +65,9 @@ def nodes_sandbox(nodes_definition: HotlineDefinition, tmp_path_factory: pytest.
     """Its own Asterisk instance, ports in this run's second range (offset + 1000 .. + 1999)."""
     base = PORT_OFFSET + 1000
     ports = SandboxPorts(sip=base + 60, ami=base + 38, agi=base + 73, rtp_start=base + 100, rtp_end=base + 999)
-    sb = Sandbox(ensure_root(), f"ivrnodes-{os.getpid()}", ports, state_dir=tmp_path_factory.mktemp("ivrnodes-sb"))
-    sb.install(nodes_definition, cache_dir=CACHE / "prompts")
-    sb.start()
-    try:
-        asyncio.run(sb.wait_booted(timeout=30))
+    with running_sandbox(f"ivrnodes-{os.getpid()}", nodes_definition, ports, tmp_path_factory.mktemp("ivrnodes-sb"),
+                         CACHE) as sb:
         yield sb
-    finally:
-        sb.stop()
-        sb.remove_dirs()
 
 
 @pytest.fixture(scope="module")

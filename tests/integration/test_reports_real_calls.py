@@ -37,10 +37,11 @@ from cti import channel_vars as cv
 from cti.customers.models import Customer, PhoneNumber
 from cti.reports.importer import import_log_dir
 from dialplans.definition import HotlineDefinition, load_definition
-from hotline.sandbox import Sandbox, SandboxPorts, ensure_root
+from hotline.sandbox import Sandbox, SandboxPorts
 from hotline.settings import load_settings
 from tests.conftest import CACHE, PORT_OFFSET, bearer
 from tests.support.calls import PhoneFactory, agent_phone, carrier_headers, hotline_uri, wait_for
+from tests.support.sandboxes import running_sandbox
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(240)]
 
@@ -71,16 +72,9 @@ def report_definition() -> HotlineDefinition:
 def report_sandbox(report_definition: HotlineDefinition, tmp_path_factory: pytest.TempPathFactory
                    ) -> Any:
     """Its own Asterisk instance (ports offset +400 from the suite's) with the small hotline."""
-    sb = Sandbox(ensure_root(), f"reports-{os.getpid()}", SandboxPorts.offset(PORT_OFFSET + 400),
-                 state_dir=tmp_path_factory.mktemp("reports-sandbox"))
-    sb.install(report_definition, cache_dir=CACHE / "prompts")
-    sb.start()
-    try:
-        asyncio.run(sb.wait_booted(timeout=30))
+    with running_sandbox(f"reports-{os.getpid()}", report_definition, SandboxPorts.offset(PORT_OFFSET + 400),
+                         tmp_path_factory.mktemp("reports-sandbox"), CACHE) as sb:
         yield sb
-    finally:
-        sb.stop()
-        sb.remove_dirs()
 
 
 @pytest.fixture(scope="module")

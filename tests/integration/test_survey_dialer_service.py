@@ -27,13 +27,14 @@ from cti.ami.events import Newchannel, OriginateResponse
 from cti.originate import OriginateRequest, Originator
 from cti.suppression import SuppressionList
 from dialplans.definition import HotlineDefinition
-from hotline.sandbox import Sandbox, SandboxPorts, ensure_root
+from hotline.sandbox import Sandbox, SandboxPorts
 from hotline.service import HotlineService
 from hotline.settings import load_settings
 from ivr.survey.component import render_default_prompts
 from tests.conftest import CACHE, PORT_OFFSET, bearer
 from tests.integration.test_survey_calls import ScriptedCustomers, carrier_route, incoming, unique_numbers
 from tests.support.calls import PhoneFactory, wait_for
+from tests.support.sandboxes import running_sandbox
 
 pytestmark = pytest.mark.asterisk
 
@@ -82,17 +83,10 @@ def dialer_sandbox(definition: HotlineDefinition, tmp_path_factory: pytest.TempP
     """Its own Asterisk instance (ports offset +1000 from the suite's, RTP ranges apart): its
     AGI port is the dedicated service's, so the survey flow runs in the service whose dialer
     placed the call."""
-    sb = Sandbox(ensure_root(), f"svydial-{os.getpid()}", SandboxPorts.offset(PORT_OFFSET + 1000),
-                 state_dir=tmp_path_factory.mktemp("svydial-sandbox"))
-    sb.install(definition, cache_dir=CACHE / "prompts")
-    render_default_prompts(sb.sounds_dir, CACHE / "prompts")
-    sb.start()
-    try:
-        asyncio.run(sb.wait_booted(timeout=30))
+    with running_sandbox(f"svydial-{os.getpid()}", definition, SandboxPorts.offset(PORT_OFFSET + 1000),
+                         tmp_path_factory.mktemp("svydial-sandbox"), CACHE,
+                         prepare=lambda sb: render_default_prompts(sb.sounds_dir, CACHE / "prompts")) as sb:
         yield sb
-    finally:
-        sb.stop()
-        sb.remove_dirs()
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ from cti.ami.client import AMIClient
 from cti.ami.events import Event, Newchannel, OriginateResponse
 from cti.db import make_engine, session_factory
 from dialplans.definition import HotlineDefinition
-from hotline.sandbox import Sandbox, SandboxPorts, ensure_root
+from hotline.sandbox import Sandbox, SandboxPorts
 from ivr.survey.component import render_default_prompts
 from ivr.survey.models import SurveyAnswer
 from ivr.survey.rules import SystemClock
@@ -43,6 +43,7 @@ from ivr.survey.store import SurveyStore
 from tests.conftest import CACHE, PORT_OFFSET
 from tests.integration.test_survey_calls import carrier_route, incoming, unique_numbers
 from tests.support.calls import PhoneFactory, wait_for
+from tests.support.sandboxes import running_sandbox
 
 pytestmark = pytest.mark.asterisk
 
@@ -55,16 +56,9 @@ HTTP_PORT = OFFSET + 8080
 def kill_sandbox(definition: HotlineDefinition, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     """Its own Asterisk; its state lives in `<data dir>/sandbox`, where `hotline serve --sandbox` looks."""
     data_dir = tmp_path_factory.mktemp("svykill-data")
-    sb = Sandbox(ensure_root(), f"svykill-{os.getpid()}", SandboxPorts.offset(OFFSET), state_dir=data_dir / "sandbox")
-    sb.install(definition, cache_dir=CACHE / "prompts")
-    render_default_prompts(sb.sounds_dir, CACHE / "prompts")
-    sb.start()
-    try:
-        asyncio.run(sb.wait_booted(timeout=30))
+    with running_sandbox(f"svykill-{os.getpid()}", definition, SandboxPorts.offset(OFFSET), data_dir / "sandbox", CACHE,
+                         prepare=lambda sb: render_default_prompts(sb.sounds_dir, CACHE / "prompts")) as sb:
         yield sb
-    finally:
-        sb.stop()
-        sb.remove_dirs()
 
 
 class ServiceProcess:
