@@ -3,7 +3,11 @@
 A lookup is a bounded, fixed number of indexed queries whatever the database size:
 the customers owning the number (``customer_phones (e164, customer_id)`` joined to
 ``customers``), then phones, products and service orders by ``customer_id``
-(selectin eager loading) and the last few contacts (one window query). The result
+(selectin eager loading) and the last few contacts (one window query). On
+PostgreSQL the same card is one statement (correlated ``json_agg`` subqueries): the
+screen pop waits for it while the agent's phone rings, and there five round trips
+and the ORM's object loading were most of the time. Both paths build the card with
+the same function, and a PostgreSQL test checks they agree card for card. The result
 is plain frozen dataclasses, safe to hand to another thread or serialise as JSON.
 
 All methods block (SQLAlchemy sessions); the web layer and the screen pop call
@@ -19,7 +23,7 @@ from functools import lru_cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import Select, TextClause, bindparam, func, select, text
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from cti.customers.models import CONTACT_KINDS, LEN_LINKEDID, ContactHistory, Customer, PhoneNumber
@@ -214,6 +218,8 @@ class CustomerStore:
         self.write_sessions = write_sessions if write_sessions is not None else sessions
         self.default_region = check_region(default_region)
         self._clock = clock
+        # Whether cards come from one PostgreSQL statement; decided at the first lookup.
+        self._single: bool | None = None
 
     # -- reads ----------------------------------------------------------------------
     def lookup(self, number: str) -> Lookup:
@@ -223,15 +229,31 @@ class CustomerStore:
         except InvalidPhoneNumber as exc:
             return Lookup("invalid", None, (), 0, exc.reason)
         with self.sessions() as session:
-            customers = session.scalars(_BY_NUMBER, {"e164": e164}).all()
-            total = len(customers)
+            if self._single_statement(session):
+                cards, total = self._pg_cards(session, _PG_CARDS_BY_NUMBER, {"e164": e164, "limit": MAX_CARDS + 1})
+            else:
+                customers = session.scalars(_BY_NUMBER, {"e164": e164}).all()
+                cards, total = self._cards(session, customers[:MAX_CARDS]), len(customers)
             if total > MAX_CARDS:
-                customers = customers[:MAX_CARDS]
+                cards = cards[:MAX_CARDS]
                 total = session.scalar(_COUNT_BY_NUMBER, {"e164": e164}) or total
-            cards = self._cards(session, customers)
         if not cards:
             return Lookup("unknown", e164, (), 0)
         return Lookup("match" if total == 1 else "several", e164, cards, total)
+
+    def lookup_orm(self, number: str) -> Lookup:
+        """`lookup` through the ORM path on any backend: the reference the PostgreSQL
+        single-statement path is tested against."""
+        single, self._single = self._single, False
+        try:
+            return self.lookup(number)
+        finally:
+            self._single = single
+
+    def _single_statement(self, session: Session) -> bool:
+        if self._single is None:
+            self._single = session.get_bind().dialect.name == "postgresql"
+        return self._single
 
     def card(self, customer_id: int) -> CustomerCard | None:
         """One customer's card by id; None when there is no such customer."""
@@ -281,41 +303,86 @@ class CustomerStore:
                 ContactInfo(row.id, row.kind, row.at, row.linkedid, row.summary))
         return {k: tuple(v) for k, v in out.items()}
 
+    def _pg_cards(self, session: Session, statement: TextClause,
+                  params: dict[str, Any]) -> tuple[tuple[CustomerCard, ...], int]:
+        """Cards from `_PG_CARDS_BY_NUMBER`: one row per customer, children as JSON arrays."""
+        rows = session.execute(statement, params).all()
+        now = self._clock()
+        cards = tuple(
+            _build_card(
+                row,
+                [PhoneInfo(*phone) for phone in row.phones or ()],
+                [(pid, model, serial, None if installed is None else date.fromisoformat(installed), installer)
+                 for pid, model, serial, installed, installer in row.products or ()],
+                [(oid, kind, status, _utc(opened), None if closed is None else _utc(closed), technician, fault,
+                  product_id)
+                 for oid, kind, status, opened, closed, technician, fault, product_id in row.orders or ()],
+                tuple(ContactInfo(cid, kind, _utc(at), linkedid, summary)
+                      for cid, kind, at, linkedid, summary in row.contacts or ()),
+                now,
+            )
+            for row in rows
+        )
+        return cards, len(rows)
+
     @staticmethod
     def _card(customer: Customer, contacts: tuple[ContactInfo, ...], now: datetime) -> CustomerCard:
-        today = now.astimezone(_zone(customer.timezone or DEFAULT_TIMEZONE)).date()
-        products = sorted(customer.products, key=lambda p: (p.installed_on or date.max, p.id))
-        models = {p.id: p.model for p in products}
-        orders = sorted(customer.orders, key=lambda o: (o.opened_at, o.id), reverse=True)
-        return CustomerCard(
-            id=customer.id,
-            customer_no=customer.customer_no,
-            name=customer.name,
-            vip=bool(customer.vip),
-            region=customer.region,
-            address=full_address(customer.province, customer.city, customer.district, customer.address),
-            province=customer.province,
-            city=customer.city,
-            district=customer.district,
-            street=customer.address,
-            postal_code=customer.postal_code,
-            timezone=customer.timezone,
-            language=customer.language,
-            notes=customer.notes,
-            phones=tuple(PhoneInfo(p.e164, p.raw, p.kind) for p in customer.phones),
-            products=tuple(
-                ProductInfo(p.id, p.model, p.serial, p.installed_on, p.installer,
-                            None if p.installed_on is None else (today - p.installed_on).days)
-                for p in products
-            ),
-            service_orders=tuple(
-                OrderInfo(o.id, o.kind, o.status, o.opened_at, o.closed_at, o.technician, o.fault_description,
-                          o.product_id, models.get(o.product_id) if o.product_id is not None else None)
-                for o in orders
-            ),
-            open_repair=any(o.kind == "repair" and o.status == "open" for o in orders),
-            recent_contacts=contacts,
+        return _build_card(
+            customer,
+            [PhoneInfo(p.e164, p.raw, p.kind) for p in customer.phones],
+            [(p.id, p.model, p.serial, p.installed_on, p.installer) for p in customer.products],
+            [(o.id, o.kind, o.status, o.opened_at, o.closed_at, o.technician, o.fault_description, o.product_id)
+             for o in customer.orders],
+            contacts,
+            now,
         )
+
+
+_ProductRow = tuple[int, str, str, date | None, str]
+_OrderRow = tuple[int, str, str, datetime, datetime | None, str, str, int | None]
+
+
+def _utc(value: str) -> datetime:
+    """A timestamptz as PostgreSQL writes it in JSON (ISO 8601, session offset) -> aware UTC."""
+    return datetime.fromisoformat(value).astimezone(UTC)
+
+
+def _build_card(customer: Any, phones: Sequence[PhoneInfo], product_rows: Sequence[_ProductRow],
+                order_rows: Sequence[_OrderRow], contacts: tuple[ContactInfo, ...], now: datetime) -> CustomerCard:
+    """The card from a customer's columns (ORM object or row) and its children as plain tuples."""
+    today = now.astimezone(_zone(customer.timezone or DEFAULT_TIMEZONE)).date()
+    products = sorted(product_rows, key=lambda p: (p[3] or date.max, p[0]))
+    models = {p[0]: p[1] for p in products}
+    orders = sorted(order_rows, key=lambda o: (o[3], o[0]), reverse=True)
+    return CustomerCard(
+        id=customer.id,
+        customer_no=customer.customer_no,
+        name=customer.name,
+        vip=bool(customer.vip),
+        region=customer.region,
+        address=full_address(customer.province, customer.city, customer.district, customer.address),
+        province=customer.province,
+        city=customer.city,
+        district=customer.district,
+        street=customer.address,
+        postal_code=customer.postal_code,
+        timezone=customer.timezone,
+        language=customer.language,
+        notes=customer.notes,
+        phones=tuple(phones),
+        products=tuple(
+            ProductInfo(pid, model, serial, installed, installer,
+                        None if installed is None else (today - installed).days)
+            for pid, model, serial, installed, installer in products
+        ),
+        service_orders=tuple(
+            OrderInfo(oid, kind, status, opened, closed, technician, fault, product_id,
+                      models.get(product_id) if product_id is not None else None)
+            for oid, kind, status, opened, closed, technician, fault, product_id in orders
+        ),
+        open_repair=any(o[1] == "repair" and o[2] == "open" for o in orders),
+        recent_contacts=contacts,
+    )
 
 
 # Statements are built once: constructing them per call cost more than running them.
@@ -352,3 +419,26 @@ def _recent_contacts_statement() -> Select[Any]:
 
 
 _RECENT_CONTACTS = _recent_contacts_statement()
+
+
+# PostgreSQL: the whole card in one statement. Children come back as JSON arrays of
+# arrays (dates and timestamps as ISO 8601 text) in the ORM path's column order;
+# phones in id order, contacts newest first and capped, like the window query.
+_PG_CARDS_BY_NUMBER = text(f"""
+SELECT c.id, c.customer_no, c.name, c.vip, c.region, c.province, c.city, c.district, c.address,
+       c.postal_code, c.timezone, c.language, c.notes,
+       (SELECT json_agg(json_build_array(p.e164, p.raw, p.kind) ORDER BY p.id)
+          FROM customer_phones p WHERE p.customer_id = c.id) AS phones,
+       (SELECT json_agg(json_build_array(r.id, r.model, r.serial, r.installed_on, r.installer))
+          FROM customer_products r WHERE r.customer_id = c.id) AS products,
+       (SELECT json_agg(json_build_array(o.id, o.kind, o.status, o.opened_at, o.closed_at, o.technician,
+                                         o.fault_description, o.product_id))
+          FROM service_orders o WHERE o.customer_id = c.id) AS orders,
+       (SELECT json_agg(json_build_array(h.id, h.kind, h.at, h.linkedid, h.summary) ORDER BY h.at DESC, h.id DESC)
+          FROM (SELECT id, kind, at, linkedid, summary FROM contact_history
+                 WHERE customer_id = c.id ORDER BY at DESC, id DESC LIMIT {RECENT_CONTACTS}) h) AS contacts
+  FROM customers c JOIN customer_phones n ON n.customer_id = c.id
+ WHERE n.e164 = :e164
+ ORDER BY c.id
+ LIMIT :limit
+""")

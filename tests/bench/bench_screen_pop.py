@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import sys
@@ -148,11 +149,13 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--backend", action="append", choices=("sqlite", "postgres"))
     parser.add_argument("--keep", type=Path, help="SQLite only: keep (and reuse) the database in this directory")
+    parser.add_argument("--url", help="use this database (SQLAlchemy URL) instead of starting one; "
+                        "customers are added only if it holds fewer than --customers")
     args = parser.parse_args()
     print(f"machine: nproc={os.cpu_count()} python={sys.version.split()[0]}")
     print(f"{'backend':<10} {'customers':>10} {'calls':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for backend in args.backend or ["sqlite", "postgres"]:
-        with database(backend, args.keep) as url:
+        with contextlib.nullcontext(args.url) if args.url else database(backend, args.keep) as url:
             numbers = prepare(url, args.customers, args.calls + 200)
             random.Random(4).shuffle(numbers)
             asyncio.run(measure(url, numbers[:200]))  # warm-up: caches, connection pool

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, create_engine, event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from cti.customers.demo import generate
@@ -144,3 +144,46 @@ def test_import_mixes_updates_and_bulk_inserts(sessions: sessionmaker[Session], 
         customer = Customer(customer_no="AFTER", name="之后")
         customer.products = [Product(model="燃气灶")]
         session.add(customer)
+
+
+def test_single_statement_cards_equal_the_orm_path(engine: Engine, sessions: sessionmaker[Session]) -> None:
+    """PostgreSQL builds cards in one statement (JSON children); they must equal the ORM
+    path's card for card, whatever the session time zone, and need one query per lookup."""
+    import_csv(SAMPLE, sessions)
+    generate(sessions, 400, seed=5, now=NOW)
+    store = CustomerStore(sessions, clock=lambda: NOW)
+    several = store.lookup("13700137000").cards
+    for n in range(7):
+        store.add_contact(several[0].id, "call", NOW - timedelta(minutes=n, microseconds=n), f"{n}.9", f"第{n}次")
+    # A switchboard number shared by more customers than a lookup shows.
+    with sessions.begin() as session:
+        for n in range(25):
+            customer = Customer(customer_no=f"SW{n:03d}", name=f"分机{n}")
+            customer.phones.append(PhoneNumber(e164="+861065669999", raw="010-65669999", kind="landline"))
+            session.add(customer)
+    with sessions() as session:
+        numbers = session.scalars(select(PhoneNumber.raw).order_by(PhoneNumber.id)).all()
+    numbers += ["13500135000", "anonymous", "010-65669999"]
+
+    shanghai = create_engine(engine.url, connect_args={"options": "-c timezone=Asia/Shanghai"})
+    executed: list[str] = []
+    event.listen(shanghai, "before_cursor_execute", lambda *args: executed.append(args[2]))
+    try:
+        local_store = CustomerStore(session_factory(shanghai), clock=lambda: NOW)
+        statuses = set()
+        for number in numbers:
+            executed.clear()
+            fast = local_store.lookup(number)
+            assert len(executed) == (0 if fast.status == "invalid" else 1 if fast.total <= 20 else 2), number
+            reference = store.lookup_orm(number)
+            assert fast == reference, number
+            assert fast.to_dict() == reference.to_dict(), number
+            statuses.add(fast.status)
+        assert statuses == {"match", "several", "unknown", "invalid"}
+        switchboard = local_store.lookup("010-65669999")
+        assert (switchboard.total, len(switchboard.cards)) == (25, 20)
+        contacts = local_store.lookup("13700137000").cards[0].recent_contacts
+        assert [c.summary for c in contacts] == [f"第{n}次" for n in range(5)]
+        assert all(c.at.utcoffset() == timedelta(0) for c in contacts)
+    finally:
+        shanghai.dispose()
