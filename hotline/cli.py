@@ -24,6 +24,7 @@ from hotline.dialplan_cli import add_commands as add_dialplan_commands
 from hotline.reports import cli_report_service
 from hotline.sandbox import Sandbox, SandboxError, SandboxPorts, ensure_root, root_path
 from hotline.settings import Settings, SettingsError, load_settings
+from ivr.agi.eventloop import loop_name, new_event_loop, tune_gc
 from ivr.survey.cli import add_commands as add_survey_commands
 from ivr.survey.component import render_default_prompts as render_survey_prompts
 from recordings.catalog import RecordingCatalog
@@ -96,8 +97,20 @@ def _serve_with_sounds(settings: Settings, sounds_dir: str, sandbox: Sandbox | N
     print(f"hotline service: http://{settings.http_host}:{settings.http_port}/status "
           f"(FastAGI {settings.agi_host}:{settings.agi_port}, AMI {settings.ami_host}:{settings.ami_port})",
           flush=True)
-    web.run_app(app, host=settings.http_host, port=settings.http_port, print=lambda _m: None)
+    loop = _event_loop(settings)
+    tune_gc()
+    web.run_app(app, host=settings.http_host, port=settings.http_port, print=lambda _m: None, loop=loop)
     return 0
+
+
+def _event_loop(settings: Settings) -> asyncio.AbstractEventLoop:
+    """The service's loop: uvloop unless HOTLINE_EVENT_LOOP=asyncio (see ivr.agi.eventloop)."""
+    try:
+        loop = new_event_loop(settings.event_loop)
+    except ValueError as exc:
+        raise SettingsError(f"setting event_loop (HOTLINE_EVENT_LOOP): {exc}") from None
+    logging.getLogger("hotline").info("event loop: %s", loop_name(loop))
+    return loop
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:

@@ -184,6 +184,11 @@ class AGIParser:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[AGIItem]:
+        if self._env is None and self._multi is None and not self._buffer and self._failed is None:
+            # The usual read: one whole, common response line, parsed before.
+            item = _COMMON_RESPONSES.get(data)
+            if item is not None and len(data) <= self.max_line_bytes:
+                return [item]
         if self._failed is not None:
             raise AGIProtocolError(f"AGI parser already failed: {self._failed}")
         try:
@@ -197,6 +202,8 @@ class AGIParser:
                 and data.count(b"\n") == 1 and len(data) <= self.max_line_bytes):
             # The usual read: exactly one response line.
             item = self._response_line(data[:-1].decode("utf-8", "replace"), len(data))
+            if type(item) is AGIResponse and item.code == 200 and item.data is None and len(data) <= 64:
+                _remember(data, item)
             return [] if item is None else [item]
         if self._buffer:
             if b"\n" not in data:
@@ -357,6 +364,19 @@ class AGIParser:
         self._multi = None
         data = "\n".join(multi.extra)[:-1]
         return AGIResponse(multi.code, multi.result, data, None, "\n".join(multi.lines))
+
+
+#: Whole response lines ("200 result=1\n", "200 result=0 endpos=28800\n") already parsed,
+#: shared by every session: an IVR gets the same few answers on every call, and an
+#: AGIResponse is immutable. Bounded: emptied when full (endpos values vary).
+_COMMON_RESPONSES: dict[bytes, AGIResponse] = {}
+COMMON_RESPONSES_MAX: Final = 1024
+
+
+def _remember(line: bytes, response: AGIResponse) -> None:
+    if len(_COMMON_RESPONSES) >= COMMON_RESPONSES_MAX:
+        _COMMON_RESPONSES.clear()
+    _COMMON_RESPONSES[line] = response
 
 
 def _endpos(tail: str) -> int | None:

@@ -16,16 +16,20 @@ runs it with an AGIChannel. What can go wrong, and what happens:
   are unaffected.
 
 Every session is a task the server owns; stop() cancels and awaits them all.
-Per call the cost is kept low (tests/bench/bench_fastagi.py): the socket feeds the
-parser straight from a BufferedProtocol, one lazily re-armed timer carries every
-deadline, and a finished call leaves no reference cycles behind.
+Per call the cost is kept low (tests/bench/bench_fastagi.py): the server accepts
+every waiting connection in one loop pass, the socket feeds the parser straight from
+a BufferedProtocol, one lazily re-armed timer carries every deadline, common answers
+are parsed once, and a finished call leaves no reference cycles behind. It runs on
+asyncio's loop or uvloop's (the service's default, see ivr.agi.eventloop).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import math
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Final, cast
 
@@ -55,6 +59,8 @@ Handler = Callable[["AGIChannel"], Awaitable[None]]
 
 #: Bytes read from the socket at a time, per connection (AGI lines are short).
 READ_BUFFER: Final = 4096
+#: Seconds accepting pauses when the process is out of file descriptors (asyncio's value).
+ACCEPT_PAUSE = 1.0
 #: Commands that last as long as a prompt plays or the caller types: never "slow".
 LONG_COMMANDS: Final = frozenset({
     "STREAM FILE", "CONTROL STREAM FILE", "GET DATA", "GET OPTION", "WAIT FOR DIGIT", "EXEC",
@@ -66,13 +72,19 @@ LONG_COMMANDS: Final = frozenset({
 class _SessionLog:
     """Prefixes every record with the channel and uniqueid, so one call's lines group."""
 
+    __slots__ = ("_logger", "_env")
+
     def __init__(self, logger: logging.Logger, env: AGIEnvironment) -> None:
         self._logger = logger
-        self._prefix = f"[{env.channel or '?'} {env.uniqueid or '?'}]"
+        self._env = env
 
     def _log(self, level: int, msg: str, args: tuple[object, ...], exc_info: bool = False) -> None:
         if self._logger.isEnabledFor(level):
-            self._logger.log(level, "%s " + msg, self._prefix, *args, exc_info=exc_info, stacklevel=3)
+            prefix = f"[{self._env.channel or '?'} {self._env.uniqueid or '?'}]"
+            self._logger.log(level, "%s " + msg, prefix, *args, exc_info=exc_info, stacklevel=3)
+
+    def enabled(self, level: int) -> bool:
+        return self._logger.isEnabledFor(level)
 
     def debug(self, msg: str, *args: object) -> None:
         self._log(logging.DEBUG, msg, args)
@@ -197,10 +209,12 @@ class _Link(asyncio.BufferedProtocol):
     def __init__(self, server: FastAGIServer) -> None:
         self.server = server
         self.parser = AGIParser()
-        self._buffer = memoryview(bytearray(READ_BUFFER))
+        self._buffer = server._read_buffer  # each read is copied out before the next one
         self.transport: asyncio.Transport | None = None
         self.channel: AGIChannel | None = None
-        self.loop = asyncio.get_running_loop()
+        # The server's loop when it is listening (asyncio.get_running_loop() costs a
+        # getpid() system call on Python 3.11).
+        self.loop = server._loop if server._loop is not None else asyncio.get_running_loop()
         self.environment: asyncio.Future[AGIChannel] = self.loop.create_future()
         self.closed: asyncio.Future[None] = self.loop.create_future()
         self.watchdog = _Watchdog(self.loop, self._expired)
@@ -208,7 +222,6 @@ class _Link(asyncio.BufferedProtocol):
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.server._accept(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._buffer
@@ -406,7 +419,7 @@ class AGIChannel:
         becomes _IdleExpired: one from outside (stop()) stays a CancelledError, as
         asyncio.timeout() does it (Task.cancelling/uncancel).
         """
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._loop)
         assert task is not None
         cancelling = task.cancelling()
         self._idle_timeout, self._idle_task, self._idle_fired = idle_timeout, task, False
@@ -440,9 +453,10 @@ class AGIChannel:
         lock = self._lock
         await lock.acquire()
         try:
-            self._raise_if_ended()
-            if self._desynced and not internal:
-                raise AGITimeout("an earlier AGI command got no answer; the session is out of step")
+            if self._gone is not None or self._hung_up or self._desynced or self._transport.is_closing():
+                self._raise_if_ended()
+                if self._desynced and not internal:
+                    raise AGITimeout("an earlier AGI command got no answer; the session is out of step")
             loop = self._loop
             fut: asyncio.Future[AGIResponse] = loop.create_future()
             self._current = fut
@@ -466,7 +480,10 @@ class AGIChannel:
                 self._idle(now)
             if elapsed > self.slow_command and (name := words[0].upper()) not in LONG_COMMANDS:
                 self.log.warning("slow AGI command %s: %.2f s", name, elapsed)
-            if resp.code == 200 and resp.result is not None and resp.result.startswith("-"):
+            result = resp.result
+            if resp.code == 200 and result is not None:
+                if not result.startswith("-"):
+                    return resp  # success, the usual case (what check_response would return)
                 value = resp.result_int
                 if value is not None and value < 0 and await self._hangup_follows():
                     # A failed command is "usually because the channel hung up" (res_agi.c);
@@ -486,35 +503,35 @@ class AGIChannel:
         return self.hung_up
 
     async def answer(self) -> None:
-        await self.command("ANSWER")
+        await self._send(("ANSWER",), None, internal=False)
 
     async def stream_file(self, name: str, escape_digits: str = "") -> str | None:
         """Play a prompt; the escape digit the caller pressed, or None."""
-        return _digit(await self.command("STREAM FILE", name, escape_digits))
+        return _digit(await self._send(("STREAM FILE", name, escape_digits), None, internal=False))
 
     async def get_data(self, prompt: str, timeout_ms: int, max_digits: int) -> tuple[str, bool]:
         """Play a prompt and collect digits: (digits, timed_out)."""
         budget = self.command_timeout + max(timeout_ms, 0) * max(max_digits, 1) / 1000
-        resp = await self.command("GET DATA", prompt, str(timeout_ms), str(max_digits), timeout=budget)
+        resp = await self._send(("GET DATA", prompt, str(timeout_ms), str(max_digits)), budget, internal=False)
         # "200 result=123 (timeout)", "200 result= (timeout)" or "200 result=123".
         return resp.result or "", resp.data == "timeout"
 
     async def wait_for_digit(self, timeout_ms: int) -> str | None:
         """The next key, or None after timeout_ms (a negative wait is capped at command_timeout)."""
         budget = self.command_timeout + max(timeout_ms, 0) / 1000
-        return _digit(await self.command("WAIT FOR DIGIT", str(timeout_ms), timeout=budget))
+        return _digit(await self._send(("WAIT FOR DIGIT", str(timeout_ms)), budget, internal=False))
 
     async def set_variable(self, name: str, value: str) -> None:
-        await self.command("SET VARIABLE", name, value)
+        await self._send(("SET VARIABLE", name, value), None, internal=False)
 
     async def get_variable(self, name: str) -> str | None:
         """The variable's value; None when unset ("200 result=0")."""
-        resp = await self.command("GET VARIABLE", name)
+        resp = await self._send(("GET VARIABLE", name), None, internal=False)
         return (resp.data or "") if resp.result == "1" else None
 
     async def get_full_variable(self, expression: str) -> str | None:
         """Evaluate `${...}` expressions on the channel (GET FULL VARIABLE)."""
-        resp = await self.command("GET FULL VARIABLE", expression)
+        resp = await self._send(("GET FULL VARIABLE", expression), None, internal=False)
         return (resp.data or "") if resp.result == "1" else None
 
     async def exec(self, application: str, *args: str) -> AGIResponse:
@@ -527,26 +544,26 @@ class AGIChannel:
         words: tuple[str, ...] = ("EXEC", check_app_name(application))
         if args:
             words += (encode_app_args(*args),)
-        return await self.command(*words)
+        return await self._send(words, None, internal=False)
 
     async def verbose(self, message: str, level: int = 1) -> None:
-        await self.command("VERBOSE", message, str(level))
+        await self._send(("VERBOSE", message, str(level)), None, internal=False)
 
     async def hangup(self) -> None:
         """Hang the caller up; later commands raise AGIHangup."""
-        await self.command("HANGUP")
+        await self._send(("HANGUP",), None, internal=False)
         self._hung_up = True
 
     async def set_context(self, context: str) -> None:
-        await self.command("SET CONTEXT", context)
+        await self._send(("SET CONTEXT", context), None, internal=False)
 
     async def set_extension(self, extension: str) -> None:
-        await self.command("SET EXTENSION", extension)
+        await self._send(("SET EXTENSION", extension), None, internal=False)
 
     async def set_priority(self, priority: int | str) -> None:
         # Asterisk applies it through ast_explicit_goto(), which compensates for the
         # autoloop increment: after AGI returns, the dialplan runs exactly `priority`.
-        await self.command("SET PRIORITY", str(priority))
+        await self._send(("SET PRIORITY", str(priority)), None, internal=False)
 
 
 def script_name(env: AGIEnvironment) -> str:
@@ -604,54 +621,114 @@ class FastAGIServer:
         self.sessions_total = 0
         self.sessions_rejected = 0
         self.failures = 0
-        self._server: asyncio.Server | None = None
+        self._listeners: list[socket.socket] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Every connection's reads land here: buffer_updated() copies the bytes out at
+        #: once, so one buffer serves all of them (the server lives on one loop).
+        self._read_buffer = memoryview(bytearray(READ_BUFFER))
         self._closing = False
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        if self._server is not None:
+        """Listen on every address `host` resolves to (port 0: a free port, then in `port`)."""
+        if self._listeners is not None:
             raise RuntimeError("FastAGI server already started")
         self._closing = False
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Link(self), self.host, self.port, backlog=self.backlog)
-        self.port = self._server.sockets[0].getsockname()[1]
+        loop = self._loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        listeners: list[socket.socket] = []
+        try:
+            for family, kind, proto, _, address in dict.fromkeys(infos):
+                sock = socket.socket(family, kind, proto)
+                listeners.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+                sock.listen(self.backlog)
+                sock.setblocking(False)
+        except OSError:
+            for sock in listeners:
+                sock.close()
+            raise
+        for sock in listeners:
+            loop.add_reader(sock.fileno(), self._accept_ready, sock)
+        self._listeners = listeners
+        self.port = listeners[0].getsockname()[1]
         log.info("FastAGI listening on %s:%d", self.host, self.port)
 
     async def stop(self) -> None:
         """Stop listening, cancel every session (each tries the failsafe), wait for them."""
         self._closing = True
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
+        listeners, self._listeners = self._listeners, None
+        for sock in listeners or ():
+            if self._loop is not None:
+                self._loop.remove_reader(sock.fileno())
+            sock.close()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
-        if server is not None:
-            await server.wait_closed()
+        self._loop = None
 
-    def _accept(self, link: _Link) -> None:
-        # Called from connection_made, so the session task is created (and owned) here.
-        assert link.transport is not None
+    # -- accepting -----------------------------------------------------------------------
+    def _accept_ready(self, listener: socket.socket) -> None:
+        """Accept every waiting connection (up to `backlog`) and start a session for each.
+
+        Our own accept loop, not loop.create_server(): libuv (so uvloop) accepts one
+        connection per loop pass, and under load a pass takes milliseconds, so at a
+        thousand callers most of them waited in the listen queue (seen on
+        tests/bench/bench_fastagi.py: 770 connections queued, 400 ms before a caller's
+        first command). asyncio's own loop accepts up to `backlog` per pass, like this.
+        """
+        for _ in range(self.backlog):
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue  # the caller gave up while queued
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    raise
+                # Out of descriptors or memory: pause accepting for a while, as asyncio does.
+                log.error("FastAGI: cannot accept a connection (%s); pausing for %g s", exc, ACCEPT_PAUSE)
+                loop = self._loop
+                if loop is not None and not self._closing:
+                    loop.remove_reader(listener.fileno())
+                    loop.call_later(ACCEPT_PAUSE, self._resume_accepting, listener)
+                return
+            self._accept(conn)
+
+    def _resume_accepting(self, listener: socket.socket) -> None:
+        if self._loop is not None and not self._closing and listener.fileno() >= 0:
+            self._loop.add_reader(listener.fileno(), self._accept_ready, listener)
+
+    def _accept(self, conn: socket.socket) -> None:
         if self._closing:
-            link.environment.cancel()
-            link.transport.close()
+            conn.close()
             return
         self.sessions_total += 1
         if len(self._tasks) >= 2 * self.max_sessions:
             # A flood: do not even read the environment.
             self.sessions_rejected += 1
             log.warning("FastAGI: %d connections open, dropping a new one", len(self._tasks))
-            link.environment.cancel()
-            link.transport.close()
+            conn.close()
             return
+        conn.setblocking(False)
+        self._start_session(_Link(self), conn)
+
+    def _start_session(self, link: _Link, conn: socket.socket | None) -> None:
+        """The session task for a new connection: `conn` is connected to `link` in it
+        (None: the link already has its transport)."""
         admitted = self.sessions_active < self.max_sessions
         if admitted:
             self.sessions_active += 1
         link.watchdog.set("environment", self.env_timeout)
-        task = link.loop.create_task(self._session(link, admitted), name=f"fastagi-session-{self.sessions_total}")
+        task = link.loop.create_task(self._session(link, admitted, conn),
+                                     name=f"fastagi-session-{self.sessions_total}")
         self._tasks.add(task)
         task.add_done_callback(self._session_done)
 
@@ -665,9 +742,11 @@ class FastAGIServer:
             log.error("FastAGI session crashed", exc_info=task.exception())
 
     # -- one session ---------------------------------------------------------------------
-    async def _session(self, link: _Link, admitted: bool) -> None:
+    async def _session(self, link: _Link, admitted: bool, conn: socket.socket | None) -> None:
         try:
             try:
+                if conn is not None:
+                    await link.loop.connect_accepted_socket(lambda: link, conn)
                 channel = await link.environment
             except TimeoutError:
                 log.warning("FastAGI %s: no complete environment within %g s, closing", _peer(link),
@@ -698,10 +777,16 @@ class FastAGIServer:
         finally:
             if admitted:
                 self.sessions_active -= 1
-            await link.close()
+            if link.transport is not None:
+                await link.close()
+            else:  # the socket never got its transport
+                link.watchdog.close()
+                link.environment.cancel()
+                if conn is not None:
+                    conn.close()
 
     async def _run_handler(self, channel: AGIChannel, handler: Handler, script: str) -> None:
-        loop = asyncio.get_running_loop()
+        loop = channel._loop
         started = loop.time()
         try:
             await channel._run(handler, self.idle_timeout)
@@ -722,8 +807,9 @@ class FastAGIServer:
             channel.log.exception("handler %r failed; sending the caller to the failsafe", script)
             await self._to_failsafe(channel)
         finally:
-            channel.log.debug("session %r ended: %d commands, %.2f s in commands, %.2f s in all", script,
-                              channel.commands_sent, channel.command_seconds, loop.time() - started)
+            if channel.log.enabled(logging.DEBUG):
+                channel.log.debug("session %r ended: %d commands, %.2f s in commands, %.2f s in all", script,
+                                  channel.commands_sent, channel.command_seconds, loop.time() - started)
 
     async def _to_failsafe(self, channel: AGIChannel) -> bool:
         """Route a live caller to the failsafe location; False if that was not possible."""

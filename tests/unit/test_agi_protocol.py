@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from ivr.agi import protocol
 from ivr.agi.errors import (
     AGIDeadChannel,
     AGIError,
@@ -349,6 +350,53 @@ def test_garbage_response(feed: Feed, garbage: bytes) -> None:
     parser = AGIParser()
     parser.feed(MINIMAL_ENV)
     _raises(feed, parser, garbage)
+
+
+def test_common_responses_are_parsed_once_and_shared() -> None:
+    # Every call of an IVR gets the same few answers: a second session reuses the first's.
+    line = b"200 result=0 endpos=31337\n"
+    first, second = AGIParser(), AGIParser()
+    first.feed(MINIMAL_ENV)
+    second.feed(MINIMAL_ENV)
+    (a,) = first.feed(line)
+    (b,) = second.feed(line)
+    assert a is b and a == AGIResponse(200, "0", None, 31337, "200 result=0 endpos=31337")
+
+
+def test_common_response_memo_keeps_every_rule() -> None:
+    line = b"200 result=1\n"
+    warm = AGIParser()
+    warm.feed(MINIMAL_ENV)
+    assert warm.feed(line) == [AGIResponse(200, "1", None, None, "200 result=1")]
+    # Not an environment line: refused even though the line is remembered.
+    with pytest.raises(AGIProtocolError):
+        AGIParser().feed(line)
+    # Over this parser's line limit.
+    small = AGIParser(max_line_bytes=10)
+    small.feed(b"agi_a: b\n\n")
+    with pytest.raises(AGIProtocolError):
+        small.feed(line)
+    # A failed parser stays failed.
+    failed = AGIParser()
+    failed.feed(MINIMAL_ENV)
+    with pytest.raises(AGIProtocolError):
+        failed.feed(b"hello\n")
+    with pytest.raises(AGIProtocolError):
+        failed.feed(line)
+    # The remembered line completes a partial one like any other bytes.
+    partial = AGIParser()
+    partial.feed(MINIMAL_ENV)
+    assert partial.feed(b"200 result=0 endpos=") == []
+    assert partial.feed(line) == [AGIResponse(200, "0", None, 200, "200 result=0 endpos=200 result=1")]
+
+
+def test_common_response_memo_is_bounded() -> None:
+    parser = AGIParser()
+    parser.feed(MINIMAL_ENV)
+    for endpos in range(protocol.COMMON_RESPONSES_MAX + 50):
+        (item,) = parser.feed(b"200 result=0 endpos=%d\n" % endpos)
+        assert isinstance(item, AGIResponse) and item.endpos == endpos
+    assert 0 < len(protocol._COMMON_RESPONSES) <= protocol.COMMON_RESPONSES_MAX
 
 
 # -- check_response --------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
+import socket
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 from cti import channel_vars as cv
+from ivr.agi import server as agi_server
 from ivr.agi.errors import AGIHangup, AGIProtocolError, AGIResultError, AGITimeout, AGIUsageError
 from ivr.agi.protocol import AGIEnvironment
 from ivr.agi.server import AGIChannel, FastAGIServer, Handler, script_name
@@ -858,6 +861,62 @@ async def test_cancellation_during_command_still_reaches_failsafe(make_server: M
     await asyncio.wait({task})
     assert task.cancelled()
     assert_failsafe(fake)
+
+
+async def test_every_waiting_connection_is_accepted_in_one_pass(make_server: MakeServer,
+                                                               connect: Connect) -> None:
+    # libuv (uvloop) accepts one connection per loop pass: at 1,000 callers most of them
+    # waited in the listen queue. Our accept pass takes all that are waiting.
+    server = await make_server({"hotline": _answer})
+    assert server._listeners is not None
+    listener = server._listeners[0]
+    waiting = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(50)]
+    try:
+        server._accept_ready(listener)  # what the loop calls when the listener is readable
+        assert server.sessions_total == 50 and len(server._tasks) == 50
+    finally:
+        for sock in waiting:
+            sock.close()
+    await settle(server)
+    assert server.sessions_active == 0
+    await _still_serves(server, connect)
+
+
+async def test_accept_pauses_when_out_of_descriptors(make_server: MakeServer, connect: Connect,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(agi_server, "ACCEPT_PAUSE", 0.05)
+    server = await make_server({"hotline": _answer})
+    assert server._listeners is not None
+    listener = server._listeners[0]
+
+    class OutOfDescriptorsOnce:
+        """The listener, except that its first accept() fails with EMFILE."""
+
+        failed = False
+
+        def fileno(self) -> int:
+            return listener.fileno()
+
+        def accept(self) -> tuple[socket.socket, Any]:
+            if not self.failed:
+                self.failed = True
+                raise OSError(errno.EMFILE, "Too many open files")
+            return listener.accept()
+
+    with caplog.at_level(logging.ERROR, logger="ivr.agi.server"):
+        server._accept_ready(OutOfDescriptorsOnce())  # type: ignore[arg-type]
+    assert "pausing for 0.05 s" in caplog.text
+    await _still_serves(server, connect)  # accepting resumed after the pause
+    assert server.sessions_total == 1
+
+
+async def test_stop_closes_the_listener(make_server: MakeServer) -> None:
+    server = await make_server({"hotline": _answer})
+    port = server.port
+    await server.stop()
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", port)
 
 
 async def test_start_twice_refused(make_server: MakeServer) -> None:
