@@ -9,8 +9,9 @@ tests/support/postgres.py), then `CustomerStore.lookup` is timed for random stor
 numbers, given as a caller ID would be (national notation, e.g. ``13812345678`` or
 ``0755-87654321``), so every timing includes normalisation, the indexed number
 query, loading phones, products, service orders and recent contacts (SQLite: ORM
-eager loading, five queries; PostgreSQL: one statement) and building the cards. 500 untimed lookups warm up first. Single thread,
-one lookup at a time: latency, not throughput.
+eager loading, five queries; PostgreSQL: one statement) and building the cards. 500
+untimed lookups warm up first. Single thread, one lookup at a time: latency, not
+throughput.
 """
 
 from __future__ import annotations
