@@ -13,15 +13,14 @@ import gc
 import inspect
 import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from hotline.settings import SettingsError, load_settings
 from ivr.agi.eventloop import GC_YOUNG_THRESHOLD, LOOP_KINDS, loop_name, new_event_loop, tune_gc
-from ivr.agi.server import FastAGIServer, Handler
-from tests.support.fake_asterisk_agi import FakeAsterisk
+from tests.support.agi_servers import AGITestBed
 from tests.unit import test_agi_server
 
 uvloop = pytest.importorskip("uvloop")
@@ -48,32 +47,12 @@ SCENARIOS = _scenarios()
 @contextlib.asynccontextmanager
 async def _server_fixtures() -> AsyncIterator[dict[str, Any]]:
     """test_agi_server's make_server and connect fixtures, for one scenario."""
-    servers: list[FastAGIServer] = []
-    fakes: list[FakeAsterisk] = []
-
-    async def make_server(handlers: Mapping[str, Handler], **kwargs: Any) -> FastAGIServer:
-        kwargs.setdefault("port", 0)
-        kwargs.setdefault("hangup_grace", 0.05)
-        server = FastAGIServer(handlers, **kwargs)
-        await server.start()
-        servers.append(server)
-        return server
-
-    async def connect(server: FastAGIServer, script: str | None = "hotline", *, env: bool = True,
-                      **overrides: str) -> FakeAsterisk:
-        fake = await FakeAsterisk.connect(server.port)
-        fakes.append(fake)
-        if env:
-            await fake.send_env(script, **overrides)
-        return fake
-
+    bed = AGITestBed()
     try:
-        yield {"make_server": make_server, "connect": connect}
+        yield {"make_server": bed.make_server, "connect": bed.connect}
     finally:
-        for fake in fakes:
-            await fake.close()
-        for server in servers:
-            await server.stop()
+        await bed.close_fakes()
+        await bed.stop_servers()
 
 
 def test_the_server_scenarios_were_found() -> None:

@@ -8,7 +8,7 @@ import gc
 import logging
 import socket
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,51 +17,30 @@ from cti import channel_vars as cv
 from ivr.agi import server as agi_server
 from ivr.agi.errors import AGIHangup, AGIProtocolError, AGIResultError, AGITimeout, AGIUsageError
 from ivr.agi.protocol import AGIEnvironment
-from ivr.agi.server import AGIChannel, FastAGIServer, Handler, script_name
+from ivr.agi.server import AGIChannel, FastAGIServer, script_name
+from tests.support.agi_servers import AGITestBed, Connect, MakeServer
 from tests.support.fake_asterisk_agi import FakeAsterisk, asterisk_parse_args, env_block
 from tests.unit.test_agi_protocol import app_separate_args
 
 FAILSAFE = ("hotline-failsafe", "s", "1")
-MakeServer = Callable[..., Awaitable[FastAGIServer]]
-Connect = Callable[..., Awaitable[FakeAsterisk]]
 
 
 @pytest.fixture
 async def make_server() -> AsyncIterator[MakeServer]:
-    servers: list[FastAGIServer] = []
-
-    async def make(handlers: Mapping[str, Handler], **kwargs: Any) -> FastAGIServer:
-        kwargs.setdefault("port", 0)
-        kwargs.setdefault("hangup_grace", 0.05)
-        server = FastAGIServer(handlers, **kwargs)
-        await server.start()
-        servers.append(server)
-        return server
-
+    bed = AGITestBed()
     try:
-        yield make
+        yield bed.make_server
     finally:
-        for server in servers:
-            await server.stop()
+        await bed.stop_servers()
 
 
 @pytest.fixture
 async def connect() -> AsyncIterator[Connect]:
-    fakes: list[FakeAsterisk] = []
-
-    async def open_(server: FastAGIServer, script: str | None = "hotline", *, env: bool = True,
-                    **overrides: str) -> FakeAsterisk:
-        fake = await FakeAsterisk.connect(server.port)
-        fakes.append(fake)
-        if env:
-            await fake.send_env(script, **overrides)
-        return fake
-
+    bed = AGITestBed()
     try:
-        yield open_
+        yield bed.connect
     finally:
-        for fake in fakes:
-            await fake.close()
+        await bed.close_fakes()
 
 
 async def settle(server: FastAGIServer, timeout: float = 5.0) -> None:
