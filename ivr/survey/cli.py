@@ -4,7 +4,7 @@
     survey campaigns | status NAME | jobs NAME | results NAME [--csv FILE]
     survey order NAME --order REF --number N [--technician T] [--agent A] [--timezone Z]
     survey import NAME FILE.csv          closed service orders (all rows checked first)
-    survey suppress NUMBER [--reason R] | unsuppress NUMBER
+    survey suppress NUMBER [--reason R] | unsuppress NUMBER | suppressed
     survey pause NAME | resume NAME
     survey followups | praise
     survey prompts OUT_DIR               render the survey prompts (espeak-ng + sox)
@@ -90,6 +90,7 @@ def add_commands(subparsers: Any, sessions_for: SessionsFor) -> None:
     p.add_argument("--reason", default="")
     p = cmd("unsuppress", lambda a, s, _: {"removed": s.unsuppress(a.number)}, "remove from the do-not-call list")
     p.add_argument("number")
+    cmd("suppressed", lambda a, s, _: {"suppressed": s.suppressed()}, "list the do-not-call list")
     p = cmd("pause", lambda a, s, _: s.set_active(a.name, False), "stop triggering and dialing a campaign")
     p.add_argument("name")
     p = cmd("resume", lambda a, s, _: s.set_active(a.name, True), "resume a paused campaign")

@@ -165,6 +165,10 @@ class SurveyStore:
         except InvalidSuppressionNumber as exc:
             raise SurveyError(str(exc)) from None
 
+    def suppressed(self) -> list[dict[str, Any]]:
+        """The whole do-not-call list (number, reason, added_at), by number."""
+        return self.suppression.entries()
+
     def is_suppressed(self, number: str) -> bool:
         try:
             return self.suppression.contains(number)

@@ -6,6 +6,7 @@
     GET    /surveys/campaigns/{name}/jobs        every job with its attempt audit, answers, follow-up
     GET    /surveys/campaigns/{name}/results     one row per answer (?format=csv for a CSV file)
     POST   /surveys/campaigns/{name}/orders      a closed service order (JSON) or many (text/csv)
+    GET    /surveys/suppression                  the do-not-call list (number, reason, added_at)
     POST   /surveys/suppression                  {number, reason}    (shared do-not-call list)
     DELETE /surveys/suppression/{number}
     GET    /surveys/followups                    follow-up tasks (low scores, callback requests)
@@ -114,6 +115,11 @@ async def add_suppression(request: web.Request) -> web.Response:
     return web.json_response({"number": number, "suppressed": True}, status=201)
 
 
+@requires(*READERS)
+async def list_suppression(request: web.Request) -> web.Response:
+    return web.json_response({"suppressed": await _call(request.app[SURVEY_STORE].suppressed)}, dumps=_dumps)
+
+
 @requires(*WRITERS)
 async def remove_suppression(request: web.Request) -> web.Response:
     removed = await _call(request.app[SURVEY_STORE].unsuppress, request.match_info["number"])
@@ -138,6 +144,7 @@ def add_routes(app: web.Application, store: SurveyStore) -> None:
     app.router.add_get("/surveys/campaigns/{name}/jobs", campaign_jobs)
     app.router.add_get("/surveys/campaigns/{name}/results", campaign_results)
     app.router.add_post("/surveys/campaigns/{name}/orders", order_closed)
+    app.router.add_get("/surveys/suppression", list_suppression)
     app.router.add_post("/surveys/suppression", add_suppression)
     app.router.add_delete("/surveys/suppression/{number}", remove_suppression)
     app.router.add_get("/surveys/followups", followups)

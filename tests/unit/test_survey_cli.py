@@ -31,6 +31,8 @@ def test_campaign_orders_suppression_and_results(capsys: pytest.CaptureFixture[s
     code, out, _ = run(capsys, "order", "repairs", "--order", "SO-1", "--number", "13800138000", "--technician", "Li")
     assert code == 0 and json.loads(out)["status"] == "queued"
     assert json.loads(run(capsys, "suppress", "13900139000")[1]) == {"suppressed": "+8613900139000"}
+    listed = json.loads(run(capsys, "suppressed")[1])["suppressed"]
+    assert [entry["number"] for entry in listed] == ["+8613900139000"]
     csv_file = tmp_path / "orders.csv"
     csv_file.write_text("order,number\nSO-2,13900139000\nSO-3,bad\n", encoding="utf-8")
     code, _, err = run(capsys, "import", "repairs", str(csv_file))

@@ -97,5 +97,9 @@ async def test_suppression_add_and_remove(client: Client, store: SurveyStore) ->
     assert resp.status == 201 and (await resp.json())["number"] == "+8613900139000"
     assert store.is_suppressed("13900139000")
     await error_of(await client.post("/surveys/suppression", json={"number": "call me"}), 400, "invalid-survey")
+    await client.post("/surveys/suppression", json={"number": "010-6566 1234"})
+    listed = (await (await client.get("/surveys/suppression")).json())["suppressed"]
+    assert [(e["number"], e["reason"]) for e in listed] == [("+861065661234", ""), ("+8613900139000", "asked")]
+    assert all(e["added_at"].endswith("+00:00") for e in listed)
     resp = await client.delete("/surveys/suppression/13900139000")
     assert (await resp.json()) == {"removed": True} and not store.is_suppressed("13900139000")
