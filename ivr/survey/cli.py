@@ -1,6 +1,7 @@
 """``hotline survey ...``: campaigns, triggers, the do-not-call list, results, and the dialer.
 
     survey campaign NAME [--trigger order_closed|call_ended|manual] [--rules JSON]
+    survey rules NAME --rules JSON       change some rules (e.g. {"max_concurrent": 4})
     survey campaigns | status NAME | jobs NAME | results NAME [--csv FILE]
     survey order NAME --order REF --number N [--technician T] [--agent A] [--timezone Z]
     survey import NAME FILE.csv          closed service orders (all rows checked first)
@@ -65,6 +66,10 @@ def add_commands(subparsers: Any, sessions_for: SessionsFor) -> None:
     p.add_argument("--trigger", choices=TRIGGERS, default="manual")
     p.add_argument("--survey", default="default")
     p.add_argument("--rules", default="{}", help='JSON, e.g. {"window_start": "09:00", "max_attempts": 3}')
+    p = cmd("rules", lambda a, s, _: s.update_rules(a.name, _rules_arg(a.rules)),
+            "change some rules of a campaign (the dialer applies them on its next pass)")
+    p.add_argument("name")
+    p.add_argument("--rules", required=True, help='JSON, e.g. {"max_concurrent": 4}')
     cmd("campaigns", lambda a, s, _: s.campaigns(), "list campaigns")
     p = cmd("status", lambda a, s, _: s.status(a.name), "jobs by state and attempt outcomes")
     p.add_argument("name")
@@ -105,14 +110,18 @@ def add_commands(subparsers: Any, sessions_for: SessionsFor) -> None:
     p.add_argument("--routes", type=Path, help="JSON {number: dial string} overriding the campaign's template")
 
 
-def _campaign(args: argparse.Namespace, store: SurveyStore, _settings: Any) -> Any:
+def _rules_arg(text: str) -> dict[str, Any]:
     try:
-        rules = json.loads(args.rules)
+        rules = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SurveyError(f"--rules is not JSON: {exc}") from None
     if not isinstance(rules, dict):
         raise SurveyError("--rules must be a JSON object")
-    return store.create_campaign(args.name, args.trigger, args.survey, rules)
+    return rules
+
+
+def _campaign(args: argparse.Namespace, store: SurveyStore, _settings: Any) -> Any:
+    return store.create_campaign(args.name, args.trigger, args.survey, _rules_arg(args.rules))
 
 
 def _results(args: argparse.Namespace, store: SurveyStore, _settings: Any) -> Any:

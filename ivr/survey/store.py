@@ -145,6 +145,22 @@ class SurveyStore:
             row.active = active
             return campaign_view(row)
 
+    def update_rules(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Change some of a campaign's rules (the rest stay); the dialer applies them on its
+        next pass. Invalid changes raise SurveyError and leave the campaign as it was."""
+        if not isinstance(changes, dict) or not changes:
+            raise SurveyError("rules: give at least one rule to change")
+        with self._tx() as session:
+            row = session.scalar(select(SurveyCampaign).where(SurveyCampaign.name == name))
+            if row is None:
+                raise SurveyError(f"no campaign {name!r}")
+            try:
+                parsed = CampaignRules.from_dict({**json.loads(row.rules_json or "{}"), **changes})
+            except (RulesError, TypeError, ValueError, AttributeError) as exc:
+                raise SurveyError(f"rules: {exc}") from None
+            row.rules_json = parsed.to_json()
+            return campaign_view(row)
+
     def rules(self, campaign_id: int) -> CampaignRules:
         with self.sessions() as session:
             row = session.get(SurveyCampaign, campaign_id)

@@ -3,6 +3,7 @@
     POST   /surveys/campaigns                    {name, trigger, survey?, rules?}   201 campaign
     GET    /surveys/campaigns                    campaigns
     GET    /surveys/campaigns/{name}             status: jobs by state, close reasons, attempt outcomes
+    PATCH  /surveys/campaigns/{name}             {rules: {max_concurrent: 4, ...}}  the changed rules only
     GET    /surveys/campaigns/{name}/jobs        every job with its attempt audit, answers, follow-up
     GET    /surveys/campaigns/{name}/results     one row per answer (?format=csv for a CSV file)
     POST   /surveys/campaigns/{name}/orders      a closed service order (JSON) or many (text/csv)
@@ -74,6 +75,16 @@ async def campaign_status(request: web.Request) -> web.Response:
     return web.json_response(await _call(request.app[SURVEY_STORE].status, request.match_info["name"]), dumps=_dumps)
 
 
+@requires(*WRITERS)
+async def update_campaign(request: web.Request) -> web.Response:
+    body = await _json(request)
+    rules = body.get("rules")
+    if not isinstance(rules, dict):
+        raise APIError(400, "invalid-survey", "rules must be an object")
+    row = await _call(request.app[SURVEY_STORE].update_rules, request.match_info["name"], rules)
+    return web.json_response(row, dumps=_dumps)
+
+
 @requires(*READERS)
 async def campaign_jobs(request: web.Request) -> web.Response:
     jobs = await _call(request.app[SURVEY_STORE].jobs, request.match_info["name"])
@@ -141,6 +152,7 @@ def add_routes(app: web.Application, store: SurveyStore) -> None:
     app.router.add_post("/surveys/campaigns", create_campaign)
     app.router.add_get("/surveys/campaigns", list_campaigns)
     app.router.add_get("/surveys/campaigns/{name}", campaign_status)
+    app.router.add_patch("/surveys/campaigns/{name}", update_campaign)
     app.router.add_get("/surveys/campaigns/{name}/jobs", campaign_jobs)
     app.router.add_get("/surveys/campaigns/{name}/results", campaign_results)
     app.router.add_post("/surveys/campaigns/{name}/orders", order_closed)

@@ -9,7 +9,8 @@ carrier trunk (`HOTLINE_SURVEY_ROUTES`).
 
 Cap 1 concurrent call: when the first customer has answered the first question (the
 answer is in the database) and is listening to the second, four jobs are still queued.
-The service is killed there and restarted. The evidence is independent of the service:
+The service is killed there; while it is down the campaign's cap is raised to 4 (as a
+supervisor would, `PATCH /surveys/campaigns/{name}`), and it is restarted. The evidence is independent of the service:
 INVITEs each phone received, Newchannel / OriginateResponse events on our own AMI
 session to that Asterisk, and the rows in the database.
 """
@@ -214,6 +215,9 @@ async def test_service_killed_mid_survey_calls_nobody_twice_and_loses_no_answer(
             assert len(queued_at_kill) == 4, jobs
             # The killed service never settled its call: one attempt is left in flight.
             assert [a["status"] for a in interrupted["attempt_log"]] == ["in_flight"]
+            # While it is down, a supervisor lets the rest of the campaign dial four at a
+            # time (so the four queued surveys run side by side, not one after another).
+            assert store.update_rules(name, {"max_concurrent": 4})["rules"]["max_concurrent"] == 4
 
             await service.start(http)
             done = await wait_for(

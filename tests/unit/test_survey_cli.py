@@ -28,6 +28,11 @@ def test_campaign_orders_suppression_and_results(capsys: pytest.CaptureFixture[s
     code, out, _ = run(capsys, "campaign", "repairs", "--trigger", "order_closed", "--rules", '{"max_attempts": 2}')
     assert code == 0 and json.loads(out)["rules"]["max_attempts"] == 2
     assert run(capsys, "campaign", "bad", "--rules", "{nope")[0] == 2
+    code, out, _ = run(capsys, "rules", "repairs", "--rules", '{"max_concurrent": 3}')
+    rules = json.loads(out)["rules"]
+    assert code == 0 and (rules["max_concurrent"], rules["max_attempts"]) == (3, 2)
+    code, _, err = run(capsys, "rules", "repairs", "--rules", '{"max_concurrent": -1}')
+    assert code == 2 and "max_concurrent" in err
     code, out, _ = run(capsys, "order", "repairs", "--order", "SO-1", "--number", "13800138000", "--technician", "Li")
     assert code == 0 and json.loads(out)["status"] == "queued"
     assert json.loads(run(capsys, "suppress", "13900139000")[1]) == {"suppressed": "+8613900139000"}

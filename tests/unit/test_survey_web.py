@@ -103,3 +103,23 @@ async def test_suppression_add_and_remove(client: Client, store: SurveyStore) ->
     assert all(e["added_at"].endswith("+00:00") for e in listed)
     resp = await client.delete("/surveys/suppression/13900139000")
     assert (await resp.json()) == {"removed": True} and not store.is_suppressed("13900139000")
+
+
+async def test_campaign_rules_changed_in_part_and_bad_changes_refused(client: Client, store: SurveyStore) -> None:
+    store.create_campaign("c1", "order_closed", rules={"max_concurrent": 1, "max_attempts": 2})
+    resp = await client.patch("/surveys/campaigns/c1", json={"rules": {"max_concurrent": 4}})
+    assert resp.status == 200, await resp.text()
+    rules = (await resp.json())["rules"]
+    assert (rules["max_concurrent"], rules["max_attempts"]) == (4, 2)
+    before = store.campaign("c1")["rules_json"]
+    for body, status, error_id, words in (
+        ({"rules": {"max_concurrent": 0}}, 400, "invalid-survey", "max_concurrent"),
+        ({"rules": {"colour": "red"}}, 400, "invalid-survey", "colour"),
+        ({"rules": {}}, 400, "invalid-survey", "at least one"),
+        ({"rules": [1]}, 400, "invalid-survey", "object"),
+    ):
+        data = await error_of(await client.patch("/surveys/campaigns/c1", json=body), status, error_id)
+        assert words in data["message"], data
+    assert store.campaign("c1")["rules_json"] == before
+    await error_of(await client.patch("/surveys/campaigns/nope", json={"rules": {"max_concurrent": 2}}),
+                   404, "campaign-not-found")
