@@ -295,6 +295,9 @@ async def test_dialer_killed_mid_campaign_calls_nobody_twice_and_keeps_every_ans
         assert await first.wait() == -signal.SIGKILL
         pending_at_kill = [j for j in store.jobs(name) if j["state"] == "pending"]
         assert pending_at_kill, "the campaign must still have jobs to dial after the kill"
+        # Raised while no dialer runs: the waiting jobs need not wait for the two surveys
+        # the killed dialer left going (they count as in flight until they settle).
+        store.update_rules(name, {"max_concurrent": 4})
         second = await _start_dialer(service, name, routes, log)
         jobs = await wait_for(lambda: (j := store.jobs(name)) and all(x["state"] == "completed" for x in j) and j,
                               120, "every survey completed", interval=0.2)
