@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable
 from typing import Any
 
 from aiohttp import web
 
 from cti.web import APIError, principal_of, requires
 from dialplans.validate import DefinitionRejected
-from hotline.dialplan_publish import DialplanPublisher, NothingToDo, PublishFailed
+from hotline.dialplan_publish import DialplanPublisher, NothingToDo, PublishFailed, PublishResult
 
 #: Set by whoever knows where the live Asterisk config lives (hotline run/serve --sandbox, tests).
 PUBLISHER: web.AppKey[DialplanPublisher] = web.AppKey("dialplan_publisher", DialplanPublisher)
@@ -98,15 +99,9 @@ async def publish(request: web.Request) -> web.Response:
     draft = bool(body.get("draft", False))
     if draft and not callers:
         raise APIError(400, "invalid-test-callers", "a draft needs at least one test-caller number")
-    try:
-        result = await asyncio.shield(_publisher(request).publish(
-            _definition(body), author=principal_of(request).user, reason=str(body.get("reason", "")),
-            draft=draft, test_callers=tuple(c.strip() for c in callers)))
-    except DefinitionRejected as exc:
-        raise _rejected(exc) from None
-    except PublishFailed as exc:
-        raise _failed(exc) from None
-    return web.json_response(result.to_dict())
+    return await _applied(_publisher(request).publish(
+        _definition(body), author=principal_of(request).user, reason=str(body.get("reason", "")),
+        draft=draft, test_callers=tuple(c.strip() for c in callers)))
 
 
 @requires("admin")
@@ -115,26 +110,28 @@ async def rollback(request: web.Request) -> web.Response:
     version = body.get("version")
     if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
         raise APIError(400, "invalid-version", "version must be a version number")
-    try:
-        result = await asyncio.shield(_publisher(request).rollback(
-            author=principal_of(request).user, reason=str(body.get("reason", "")), to_version=version))
-    except NothingToDo as exc:
-        raise APIError(404, "version-not-found", str(exc)) from None
-    except DefinitionRejected as exc:
-        raise _rejected(exc) from None
-    except PublishFailed as exc:
-        raise _failed(exc) from None
-    return web.json_response(result.to_dict())
+    return await _applied(_publisher(request).rollback(
+        author=principal_of(request).user, reason=str(body.get("reason", "")), to_version=version),
+        not_found="version-not-found")
 
 
 @requires("admin")
 async def promote(request: web.Request) -> web.Response:
     body = await _body(request) if request.can_read_body else {}
+    return await _applied(_publisher(request).promote(
+        author=principal_of(request).user, reason=str(body.get("reason", ""))), not_found="no-draft")
+
+
+async def _applied(change: Awaitable[PublishResult], not_found: str = "") -> web.Response:
+    """Run a publish / rollback / promote to its end, even if the admin's request is
+    cancelled (a half-run apply is what the publisher exists to prevent), and map its
+    refusals to API errors."""
     try:
-        result = await asyncio.shield(_publisher(request).promote(
-            author=principal_of(request).user, reason=str(body.get("reason", ""))))
+        result = await asyncio.shield(change)
     except NothingToDo as exc:
-        raise APIError(404, "no-draft", str(exc)) from None
+        if not not_found:
+            raise
+        raise APIError(404, not_found, str(exc)) from None
     except DefinitionRejected as exc:
         raise _rejected(exc) from None
     except PublishFailed as exc:
