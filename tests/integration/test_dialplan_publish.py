@@ -321,6 +321,13 @@ async def test_publish_then_rollback_with_real_calls(live: Live, phones: PhoneFa
     status, full = await live.get(f"/dialplan/versions/{published['id']}")
     assert status == 200 and '+        "4": billing' in full["diff"] and full["definition"] == with_billing(ORIGINAL)
 
+    # Nothing to apply: clear 404s, and the live files stay as they are.
+    status, body = await live.post("/dialplan/rollback", json={"version": 999_999})
+    assert (status, body["error_id"]) == (404, "version-not-found"), body
+    status, body = await live.post("/dialplan/promote", json={"reason": "no draft published"})
+    assert (status, body["error_id"]) == (404, "no-draft"), body
+    assert live.fingerprint() == original
+
 
 async def test_call_in_progress_keeps_its_flow(live: Live, phones: PhoneFactory) -> None:
     """A caller already in the menu when the billing line is published stays on the old flow."""
