@@ -162,6 +162,26 @@ def answer_rows(store: SurveyStore, job_id: int) -> int:
         return session.scalar(select(func.count()).select_from(SurveyAnswer).where(SurveyAnswer.job_id == job_id)) or 0
 
 
+async def finished_jobs(store: SurveyStore, name: str, drivers: list[asyncio.Task[None]],
+                        timeout: float) -> dict[str, dict[str, Any]]:
+    """The campaign's jobs by number once every one is completed or closed after the
+    restart, and the customers' scripts have run to their end."""
+    done: dict[str, dict[str, Any]] = await wait_for(
+        lambda: (j := {x["number"]: x for x in store.jobs(name)})
+        and all(x["state"] in ("completed", "closed") for x in j.values()) and j,
+        timeout, "every job finished after the restart", interval=0.5)
+    await asyncio.wait_for(asyncio.gather(*drivers), 30)
+    return done
+
+
+async def stop_all(drivers: list[asyncio.Task[None]], service: ServiceProcess) -> None:
+    for task in drivers:
+        task.cancel()
+    if drivers:
+        await asyncio.wait(drivers)
+    await service.stop()
+
+
 @pytest.mark.timeout(420)
 async def test_service_killed_mid_survey_calls_nobody_twice_and_loses_no_answer(
     kill_sandbox: Sandbox, phones: PhoneFactory, tmp_path: Path,
@@ -220,17 +240,9 @@ async def test_service_killed_mid_survey_calls_nobody_twice_and_loses_no_answer(
             assert store.update_rules(name, {"max_concurrent": 4})["rules"]["max_concurrent"] == 4
 
             await service.start(http)
-            done = await wait_for(
-                lambda: (j := {x["number"]: x for x in store.jobs(name)})
-                and all(x["state"] in ("completed", "closed") for x in j.values()) and j,
-                240, "every job finished after the restart", interval=0.5)
-            await asyncio.wait_for(asyncio.gather(*drivers), 30)
+            done = await finished_jobs(store, name, drivers, 240)
     finally:
-        for task in drivers:
-            task.cancel()
-        if drivers:
-            await asyncio.wait(drivers)
-        await service.stop()
+        await stop_all(drivers, service)
         collector.cancel()
         await asyncio.wait({collector})
         sub.close()
@@ -305,17 +317,9 @@ async def test_customer_answering_while_the_service_is_down_is_not_called_again(
             customer = Customer(n_later, later, "555", store, name)
             drivers = [asyncio.create_task(customer.run())]
             await service.start(http)
-            done = await wait_for(
-                lambda: (j := {x["number"]: x for x in store.jobs(name)})
-                and all(x["state"] in ("completed", "closed") for x in j.values()) and j,
-                180, "both jobs finished after the restart", interval=0.5)
-            await asyncio.wait_for(asyncio.gather(*drivers), 30)
+            done = await finished_jobs(store, name, drivers, 180)
     finally:
-        for task in drivers:
-            task.cancel()
-        if drivers:
-            await asyncio.wait(drivers)
-        await service.stop()
+        await stop_all(drivers, service)
     log = (tmp_path / "service.log").read_text()
     assert len(incoming(ringing)) == 1, (done[n_ringing], log[-3000:])
     assert done[n_later]["state"] == "completed" and len(incoming(later)) == 1
