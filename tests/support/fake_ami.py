@@ -17,10 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Final
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Final
 
 from cti.ami.protocol import AMIParser, Message, ProtocolError, encode_message
+
+if TYPE_CHECKING:
+    from cti.ami.client import AMIClient
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 Handler = Callable[["FakeSession", Message], Awaitable[None]]
@@ -276,3 +279,19 @@ def channel_headers(uniqueid: str, channel: str, *, linkedid: str | None = None,
         "Uniqueid": uniqueid, "Linkedid": linkedid or uniqueid,
     }
     return {prefix + key: value for key, value in values.items()}
+
+
+@contextlib.asynccontextmanager
+async def ready_client(server: FakeAMI) -> AsyncIterator[AMIClient]:
+    """A logged-in `AMIClient` on `server` that reconnects fast (tests of reconnects and
+    originates), stopped on exit."""
+    from cti.ami.client import AMIClient
+
+    client = AMIClient("127.0.0.1", server.port, server.username, server.secret, reconnect_min=0.01,
+                       reconnect_max=0.05, action_timeout=2.0, ping_interval=60.0, action_id_prefix="t")
+    await client.start()
+    await client.wait_ready(5)
+    try:
+        yield client
+    finally:
+        await client.stop()

@@ -21,7 +21,7 @@ from cti.originate import (
     outcome_for_reason,
     result_from_event,
 )
-from tests.support.fake_ami import FakeAMI, FakeSession
+from tests.support.fake_ami import FakeAMI, FakeSession, ready_client
 
 
 # -- requests -----------------------------------------------------------------------------
@@ -135,14 +135,8 @@ async def server() -> AsyncIterator[FakeAMI]:
 
 @pytest.fixture
 async def ami(server: FakeAMI) -> AsyncIterator[AMIClient]:
-    client = AMIClient("127.0.0.1", server.port, server.username, server.secret, reconnect_min=0.01,
-                       reconnect_max=0.05, action_timeout=2.0, ping_interval=60.0, action_id_prefix="t")
-    await client.start()
-    await client.wait_ready(5)
-    try:
+    async with ready_client(server) as client:
         yield client
-    finally:
-        await client.stop()
 
 
 def _queued(session: FakeSession, action: Message) -> None:

@@ -16,7 +16,7 @@ from cti.ami.protocol import Message
 from cti.db import create_schema, make_engine, session_factory
 from cti.originate import InvalidOriginateRequest, OriginateRequest, Originator
 from cti.suppression import InvalidSuppressionNumber, SuppressionList
-from tests.support.fake_ami import FakeAMI, FakeSession
+from tests.support.fake_ami import FakeAMI, FakeSession, ready_client
 
 
 @pytest.fixture
@@ -80,14 +80,8 @@ async def server() -> AsyncIterator[FakeAMI]:
 
 @pytest.fixture
 async def ami(server: FakeAMI) -> AsyncIterator[AMIClient]:
-    client = AMIClient("127.0.0.1", server.port, server.username, server.secret, reconnect_min=0.01,
-                       reconnect_max=0.05, action_timeout=2.0, ping_interval=60.0, action_id_prefix="t")
-    await client.start()
-    await client.wait_ready(5)
-    try:
+    async with ready_client(server) as client:
         yield client
-    finally:
-        await client.stop()
 
 
 def _answer(session: FakeSession, action: Message) -> None:
