@@ -47,12 +47,12 @@ async def test_cli_run_prints_json_and_exits_by_result(
         files[name].write_text(text)
     good, bad, broken = await asyncio.gather(*(_cli(["testcall", "run", str(files[n])], env)
                                                for n in ("good", "bad", "broken")))
-    assert good[0] == 0, good[2][-2000:]
+    assert good[0] == 0 and good[1], good[2][-3000:]
     result = json.loads(good[1])
     assert result["passed"] is True and result["steps"][0]["prompt"] == "welcome"
     # The CLI's own AMI session matched the call by its tag.
     assert result["tracker"]["test_tag"] == result["run_id"] and result["tracker"]["linkedid"]
-    assert bad[0] == 1
+    assert bad[0] == 1 and bad[1], bad[2][-3000:]  # a failed call's JSON, not a crash
     failed = json.loads(bad[1])
     assert failed["passed"] is False and "prompt sorry not heard" in failed["failures"][0]
     assert broken[0] == 2 and "unknown step 'fly'" in broken[2]
