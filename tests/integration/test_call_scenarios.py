@@ -2,11 +2,12 @@
 the tracker (live), REST (/calls, /queues, /agents) and, when recording, kept as raw AMI
 captures for the replay unit tests (tests/unit/test_tracker_scenarios.py).
 
-Re-record every fixture with
+Every run also captures each scenario alone with its own AMI tap and checks that the
+capture, replayed through a fresh tracker, ends the calls as they ended live
+(`test_recorded_scenarios_replay_as_they_ran_live`). Re-record every fixture with
 
-    HOTLINE_RECORD_FIXTURES=1 .venv/bin/pytest tests/integration/test_call_scenarios.py -k record
+    HOTLINE_RECORD_FIXTURES=1 .venv/bin/pytest tests/integration/test_call_scenarios.py -k replay
 
-(scenarios then run one at a time, each with its own AMI tap; see `test_record_fixtures`).
 Scenarios that need no agent phone run concurrently; the ones that share agents 1001-1004
 run one after another.
 """
@@ -25,8 +26,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from cti import channel_vars as cv
+from cti.ami.events import parse_event
+from cti.ami.protocol import AMIParser
 from cti.originate import OriginateRequest, OriginateResult, Originator
-from cti.tracker import CallEvent
+from cti.tracker import CallEvent, CallTracker
 from dialplans.definition import HotlineDefinition
 from hotline.sandbox import Sandbox
 from hotline.service import HotlineService
@@ -461,13 +464,16 @@ async def test_agent_states_over_rest(
         unsubscribe()
 
 
-@pytest.mark.skipif(os.environ.get("HOTLINE_RECORD_FIXTURES") != "1",
-                    reason="records tests/fixtures/ami/<scenario>.ami; set HOTLINE_RECORD_FIXTURES=1")
 @pytest.mark.timeout(600)
-async def test_record_fixtures(
+async def test_recorded_scenarios_replay_as_they_ran_live(
     sandbox: Sandbox, service: HotlineService, definition: HotlineDefinition, phones: PhoneFactory,
+    tmp_path: Path,
 ) -> None:
-    """One scenario at a time, each with its own AMI tap, saved byte for byte."""
+    """One scenario at a time, each with its own AMI tap, captured byte for byte; a fresh
+    tracker fed the capture ends every call of the scenario as the live service did.
+    With HOTLINE_RECORD_FIXTURES=1 the captures replace tests/fixtures/ami/<scenario>.ami
+    (HOTLINE_RECORD_ONLY=a,b limits the run to those scenarios)."""
+    out_dir = FIXTURES if os.environ.get("HOTLINE_RECORD_FIXTURES") == "1" else tmp_path
     secret = str(sandbox.load_or_create_secrets(definition)["ami_secret"])
     only = {n for n in os.environ.get("HOTLINE_RECORD_ONLY", "").split(",") if n}
     for name, scenario in SCENARIOS.items():
@@ -486,4 +492,13 @@ async def test_record_fixtures(
                 await tap.sync()
         finally:
             unsubscribe()
-        (FIXTURES / f"{name}.ami").write_bytes(bytes(tap.data))
+        capture = bytes(tap.data)
+        (out_dir / f"{name}.ami").write_bytes(capture)
+        live = {e.linkedid: e.call["outcome"] for e in events
+                if e.kind == "call_ended" and e.linkedid in scene.linkedids}
+        assert live, f"{name}: no call of the scenario ended"
+        # Recorded with the hotline's manager.conf filter, which includes HangupRequest.
+        replayed = CallTracker(clock=lambda: 0.0, hangup_requests=True).feed_all(
+            [parse_event(m) for m in AMIParser().feed(capture) if m.kind == "event"])
+        outcomes = {e.linkedid: e.call["outcome"] for e in replayed if e.kind == "call_ended"}
+        assert {lid: outcomes.get(lid) for lid in live} == live, name

@@ -2,36 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cti.customers import importer
 from cti.customers.importer import CustomerImportError, RowError, import_csv
 from cti.customers.models import BulkRows, ContactHistory, Customer, PhoneNumber, Product, ServiceOrder
 from cti.customers.store import CustomerStore
-from cti.db import create_schema, make_engine, session_factory
 
 SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "customers" / "sample.csv"
 TABLES = (Customer, PhoneNumber, Product, ServiceOrder, ContactHistory)
 HEADER = "customer_no,name,vip,phones,products,orders\n"
-
-
-@pytest.fixture
-def engine() -> Iterator[Engine]:
-    eng = make_engine("sqlite://")
-    create_schema(eng)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return session_factory(engine)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
@@ -18,19 +17,6 @@ from cti.db import create_schema, make_engine, session_factory
 CST = timezone(timedelta(hours=8))
 # 2025-06-10 17:00 UTC is already 2025-06-11 in China: days are counted in the customer's zone.
 NOW = datetime(2025, 6, 10, 17, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine() -> Iterator[Engine]:
-    eng = make_engine("sqlite://")
-    create_schema(eng)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return session_factory(engine)
 
 
 @pytest.fixture

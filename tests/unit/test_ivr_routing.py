@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
 import pytest
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from cti.ami.events import Event, parse_event
@@ -14,25 +12,11 @@ from cti.ami.protocol import Message
 from cti.customers.demo import generate
 from cti.customers.models import Customer, PhoneNumber, Product
 from cti.customers.store import CustomerStore
-from cti.db import create_schema, make_engine, session_factory
 from cti.tracker import CallTracker
 from ivr.model import Condition, Rule
 from ivr.routing import CallerFacts, QueueLoad, TrackerQueueLoad, decide, facts_from_lookup, store_lookup
 
 NOW = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine() -> Iterator[Engine]:
-    eng = make_engine("sqlite://")
-    create_schema(eng)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return session_factory(engine)
 
 
 @pytest.fixture

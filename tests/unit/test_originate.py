@@ -5,7 +5,6 @@ connection at the worst moment: what a real Asterisk cannot do on demand)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -21,7 +20,7 @@ from cti.originate import (
     outcome_for_reason,
     result_from_event,
 )
-from tests.support.fake_ami import FakeAMI, FakeSession, ready_client
+from tests.support.fake_ami import FakeAMI, FakeSession
 
 
 # -- requests -----------------------------------------------------------------------------
@@ -127,18 +126,6 @@ def test_pacer_spaces_starts_evenly() -> None:
 
 
 # -- the Originator against a scripted peer -----------------------------------------------
-@pytest.fixture
-async def server() -> AsyncIterator[FakeAMI]:
-    async with FakeAMI() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def ami(server: FakeAMI) -> AsyncIterator[AMIClient]:
-    async with ready_client(server) as client:
-        yield client
-
-
 def _queued(session: FakeSession, action: Message) -> None:
     session.respond(action, Message="Originate successfully queued")
 

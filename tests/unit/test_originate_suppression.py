@@ -3,7 +3,7 @@ Originator refusing customer-facing calls to listed numbers (scripted AMI peer).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from cti.ami.protocol import Message
 from cti.db import create_schema, make_engine, session_factory
 from cti.originate import InvalidOriginateRequest, OriginateRequest, Originator
 from cti.suppression import InvalidSuppressionNumber, SuppressionList
-from tests.support.fake_ami import FakeAMI, FakeSession, ready_client
+from tests.support.fake_ami import FakeAMI, FakeSession
 
 
 @pytest.fixture
@@ -72,18 +72,6 @@ def test_the_list_is_shared_with_the_survey_store(sessions: sessionmaker[Session
 
 
 # -- the Originator enforces it ---------------------------------------------------------
-@pytest.fixture
-async def server() -> AsyncIterator[FakeAMI]:
-    async with FakeAMI() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def ami(server: FakeAMI) -> AsyncIterator[AMIClient]:
-    async with ready_client(server) as client:
-        yield client
-
-
 def _answer(session: FakeSession, action: Message) -> None:
     session.respond(action, Message="Originate successfully queued")
     session.event("OriginateResponse", ActionID=action.action_id or "", Response="Success",
