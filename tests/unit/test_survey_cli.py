@@ -33,6 +33,10 @@ def test_campaign_orders_suppression_and_results(capsys: pytest.CaptureFixture[s
     assert code == 0 and (rules["max_concurrent"], rules["max_attempts"]) == (3, 2)
     code, _, err = run(capsys, "rules", "repairs", "--rules", '{"max_concurrent": -1}')
     assert code == 2 and "max_concurrent" in err
+    code, _, err = run(capsys, "rules", "repairs", "--rules", "{max_concurrent: 3")
+    assert code == 2 and "--rules is not JSON" in err
+    [campaign] = json.loads(run(capsys, "campaigns")[1])
+    assert campaign["rules"]["max_concurrent"] == 3  # the refused changes changed nothing
     code, out, _ = run(capsys, "order", "repairs", "--order", "SO-1", "--number", "13800138000", "--technician", "Li")
     assert code == 0 and json.loads(out)["status"] == "queued"
     assert json.loads(run(capsys, "suppress", "13900139000")[1]) == {"suppressed": "+8613900139000"}

@@ -117,9 +117,14 @@ async def test_campaign_rules_changed_in_part_and_bad_changes_refused(client: Cl
         ({"rules": {"colour": "red"}}, 400, "invalid-survey", "colour"),
         ({"rules": {}}, 400, "invalid-survey", "at least one"),
         ({"rules": [1]}, 400, "invalid-survey", "object"),
+        ({"rules": {"max_concurrent": "4"}}, 400, "invalid-survey", "rules"),
+        ({"rules": {"weekdays": 5}}, 400, "invalid-survey", "rules"),
+        ({"rules": {"retry_delays": "soon"}}, 400, "invalid-survey", "rules"),
     ):
         data = await error_of(await client.patch("/surveys/campaigns/c1", json=body), status, error_id)
         assert words in data["message"], data
+    await error_of(await client.patch("/surveys/campaigns/c1", data=b"{max_concurrent",
+                                      headers={"Content-Type": "application/json"}), 400, "invalid-json")
     assert store.campaign("c1")["rules_json"] == before
     await error_of(await client.patch("/surveys/campaigns/nope", json={"rules": {"max_concurrent": 2}}),
                    404, "campaign-not-found")
