@@ -26,7 +26,6 @@ asyncio's loop or uvloop's (the service's default, see ivr.agi.eventloop).
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import math
 import socket
@@ -691,9 +690,9 @@ class FastAGIServer:
             except ConnectionAbortedError:
                 continue  # the caller gave up while queued
             except OSError as exc:
-                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    raise
-                # Out of descriptors or memory: pause accepting for a while, as asyncio does.
+                # Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), or anything
+                # else the kernel says: pause accepting for a while, as asyncio does, instead
+                # of failing again at once on every loop pass.
                 log.error("FastAGI: cannot accept a connection (%s); pausing for %g s", exc, ACCEPT_PAUSE)
                 loop = self._loop
                 if loop is not None and not self._closing:

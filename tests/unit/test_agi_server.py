@@ -6,6 +6,7 @@ import asyncio
 import errno
 import gc
 import logging
+import os
 import socket
 import weakref
 from collections.abc import AsyncIterator
@@ -861,16 +862,17 @@ async def test_every_waiting_connection_is_accepted_in_one_pass(make_server: Mak
     await _still_serves(server, connect)
 
 
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.EPERM], ids=["out-of-descriptors", "unexpected-error"])
 async def test_accept_pauses_when_out_of_descriptors(make_server: MakeServer, connect: Connect,
                                                      monkeypatch: pytest.MonkeyPatch,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+                                                     caplog: pytest.LogCaptureFixture, code: int) -> None:
     monkeypatch.setattr(agi_server, "ACCEPT_PAUSE", 0.05)
     server = await make_server({"hotline": _answer})
     assert server._listeners is not None
     listener = server._listeners[0]
 
     class OutOfDescriptorsOnce:
-        """The listener, except that its first accept() fails with EMFILE."""
+        """The listener, except that its first accept() fails with `code`."""
 
         failed = False
 
@@ -880,7 +882,7 @@ async def test_accept_pauses_when_out_of_descriptors(make_server: MakeServer, co
         def accept(self) -> tuple[socket.socket, Any]:
             if not self.failed:
                 self.failed = True
-                raise OSError(errno.EMFILE, "Too many open files")
+                raise OSError(code, os.strerror(code))
             return listener.accept()
 
     with caplog.at_level(logging.ERROR, logger="ivr.agi.server"):
