@@ -218,18 +218,27 @@ class CustomerStore:
         self.write_sessions = write_sessions if write_sessions is not None else sessions
         self.default_region = check_region(default_region)
         self._clock = clock
-        # Whether cards come from one PostgreSQL statement; decided at the first lookup.
-        self._single: bool | None = None
 
     # -- reads ----------------------------------------------------------------------
     def lookup(self, number: str) -> Lookup:
         """The customers owning `number` (any notation, or a caller ID as Asterisk gives it)."""
+        return self._lookup(number, single_statement=None)
+
+    def lookup_orm(self, number: str) -> Lookup:
+        """`lookup` through the ORM path on any backend: the reference the PostgreSQL
+        single-statement path is tested against."""
+        return self._lookup(number, single_statement=False)
+
+    def _lookup(self, number: str, *, single_statement: bool | None) -> Lookup:
+        """`single_statement` None: one statement on PostgreSQL, the ORM elsewhere."""
         try:
             e164 = normalize(number, self.default_region)
         except InvalidPhoneNumber as exc:
             return Lookup("invalid", None, (), 0, exc.reason)
         with self.sessions() as session:
-            if self._single_statement(session):
+            if single_statement is None:
+                single_statement = session.get_bind().dialect.name == "postgresql"
+            if single_statement:
                 cards, total = self._pg_cards(session, _PG_CARDS_BY_NUMBER, {"e164": e164, "limit": MAX_CARDS + 1})
             else:
                 customers = session.scalars(_BY_NUMBER, {"e164": e164}).all()
@@ -240,20 +249,6 @@ class CustomerStore:
         if not cards:
             return Lookup("unknown", e164, (), 0)
         return Lookup("match" if total == 1 else "several", e164, cards, total)
-
-    def lookup_orm(self, number: str) -> Lookup:
-        """`lookup` through the ORM path on any backend: the reference the PostgreSQL
-        single-statement path is tested against."""
-        single, self._single = self._single, False
-        try:
-            return self.lookup(number)
-        finally:
-            self._single = single
-
-    def _single_statement(self, session: Session) -> bool:
-        if self._single is None:
-            self._single = session.get_bind().dialect.name == "postgresql"
-        return self._single
 
     def card(self, customer_id: int) -> CustomerCard | None:
         """One customer's card by id; None when there is no such customer."""
