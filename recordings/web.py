@@ -162,12 +162,11 @@ async def stream_audio(request: web.Request) -> web.StreamResponse:
     if row.status == STATUS_PURGED:
         raise APIError(410, "recording-purged", f"recording {rid} was purged by the retention policy", {"id": rid})
     try:
-        path = recorder.index.resolve(row.path)
+        # realpath() and open() touch the disk: both in the worker thread, off the loop.
+        fd, size = await asyncio.to_thread(lambda: _open_regular(str(recorder.index.resolve(row.path))))
     except ValueError:
         raise APIError(403, "recording-path-refused", f"recording {rid} does not resolve inside the recordings "
                        "folder", {"id": rid}) from None
-    try:
-        fd, size = await asyncio.to_thread(_open_regular, str(path))
     except FileNotFoundError:
         raise APIError(404, "recording-file-missing", f"recording {rid} is indexed but its file is gone",
                        {"id": rid}) from None
