@@ -25,12 +25,13 @@ import pytest
 from aiohttp.test_utils import TestServer
 from playwright.async_api import async_playwright, expect
 
-from dialplans.definition import DEFAULT_PATH, HotlineDefinition, load_definition
-from hotline.sandbox import Sandbox, SandboxPorts, ensure_root
+from dialplans.definition import DEFAULT_PATH, HotlineDefinition
+from hotline.sandbox import Sandbox
 from hotline.service import HotlineService
 from recordings.catalog import SetFilter
 from tests.conftest import CACHE, PORT_OFFSET
 from tests.support.calls import PhoneFactory, agent_phone, carrier_headers, hotline_uri, wait_for
+from tests.support.publishing import publishing_service
 
 pytestmark = pytest.mark.asterisk
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -447,42 +448,11 @@ def _with_billing(text: str) -> str:
 
 @pytest.fixture(scope="module")
 async def publishing(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[TestServer, Sandbox, str]]:
-    """A service with a publisher on its own sandbox: the editor may change its dialplan."""
-    from hotline.app import SERVICE, create_app, flow_for
-    from hotline.dialplan_publish import publisher_for_sandbox
-    from hotline.dialplan_web import PUBLISHER
-    from hotline.settings import load_settings
-
-    tmp = tmp_path_factory.mktemp("console-publish")
-    definition_file = tmp / "hotline.yaml"
-    definition_file.write_text(ORIGINAL, encoding="utf-8")
-    defn = load_definition(definition_file)
-    sb = Sandbox(ensure_root(), f"console-{os.getpid()}", SandboxPorts.offset(PUBLISH_OFFSET), state_dir=tmp / "state")
-    sb.remove_dirs()
-    sb.install(defn, cache_dir=CACHE / "prompts")
-    sb.start()
-    try:
-        await sb.wait_booted(timeout=30)
-        state = sb.load_or_create_secrets(defn)
-        settings = load_settings(env={}, data_dir=str(tmp / "data"), ami_port=sb.ports.ami, agi_port=sb.ports.agi,
-                                 ami_secret=str(state["ami_secret"]), recordings_dir=str(sb.recordings_dir),
-                                 definition=str(definition_file))
-        app = create_app(settings, flow_for(defn, f"{sb.lib}/sounds"))
-        service = app[SERVICE]
-        service.runner.clock = lambda: OPEN  # the smoke calls go through the menu
-        app[PUBLISHER] = publisher_for_sandbox(
-            service, sb, live_text=ORIGINAL, live_defn=defn, check_port_offset=PUBLISH_OFFSET + 1000,
-            cache_dir=CACHE / "prompts", prompts_dir=DEFAULT_PATH.parent, definition_file=definition_file)
-        server = TestServer(app, host="127.0.0.1", port=0)
-        await server.start_server()
-        try:
-            await service.ami.wait_ready(timeout=15)
-            yield server, sb, service.tokens.issue("console-admin", "admin")
-        finally:
-            await server.close()
-    finally:
-        sb.stop()
-        sb.remove_dirs()
+    """A service with a publisher on its own sandbox: the editor may change its dialplan.
+    The smoke calls go through the menu, so the flow's clock says the hotline is open."""
+    async with publishing_service(tmp_path_factory.mktemp("console-publish"), f"console-{os.getpid()}",
+                                  PUBLISH_OFFSET, PUBLISH_OFFSET + 1000, ORIGINAL, lambda: OPEN, CACHE) as stack:
+        yield stack.server, stack.sandbox, stack.service.tokens.issue("console-admin", "admin")
 
 
 @pytest.mark.timeout(300)  # validation Asterisk, a smoke call and a rollback on a shared 2-core machine

@@ -23,15 +23,14 @@ from aiohttp.test_utils import TestServer
 
 from dialplans import configdir
 from dialplans.compiler import AsteriskSettings, CompiledHotline, compile_hotline
-from dialplans.definition import DEFAULT_PATH, HotlineDefinition, load_definition
+from dialplans.definition import DEFAULT_PATH, HotlineDefinition
 from hotline.dialplan_check import loaded_problems
-from hotline.dialplan_publish import DialplanPublisher, publisher_for_sandbox
-from hotline.dialplan_web import PUBLISHER
-from hotline.sandbox import Sandbox, SandboxPorts, ensure_root
+from hotline.dialplan_publish import DialplanPublisher
+from hotline.sandbox import Sandbox
 from hotline.service import HotlineService
-from hotline.settings import load_settings
 from tests.conftest import CACHE, PORT_OFFSET
 from tests.support.calls import PhoneFactory, carrier_headers, hotline_uri, wait_for
+from tests.support.publishing import publishing_service
 
 pytestmark = pytest.mark.asterisk
 
@@ -79,42 +78,11 @@ class Live:
 
 @pytest.fixture(scope="module")
 async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
-    from hotline.app import SERVICE, create_app, flow_for
-
-    root = ensure_root()
-    tmp = tmp_path_factory.mktemp("publish")
-    definition_file = tmp / "hotline.yaml"
-    definition_file.write_text(ORIGINAL, encoding="utf-8")
-    defn = load_definition(definition_file)
-    sb = Sandbox(root, f"pub-{os.getpid()}", SandboxPorts.offset(PORT_OFFSET + 1000), state_dir=tmp / "state")
-    sb.remove_dirs()
-    sb.install(defn, cache_dir=CACHE / "prompts")
-    sb.start()
-    try:
-        await sb.wait_booted(timeout=30)
-        state = sb.load_or_create_secrets(defn)
-        settings = load_settings(env={}, data_dir=str(tmp / "data"), ami_port=sb.ports.ami, agi_port=sb.ports.agi,
-                                 ami_secret=str(state["ami_secret"]), recordings_dir=str(sb.recordings_dir),
-                                 definition=str(definition_file))
-        app = create_app(settings, flow_for(defn, f"{sb.lib}/sounds"))
-        service = app[SERVICE]
-        # Opening hours whatever the test machine's date (published flows keep this clock).
-        service.runner.clock = lambda: WORKDAY
-        publisher = publisher_for_sandbox(service, sb, live_text=ORIGINAL, live_defn=defn,
-                                          check_port_offset=PORT_OFFSET + 2000, cache_dir=CACHE / "prompts",
-                                          prompts_dir=DEFAULT_PATH.parent, definition_file=definition_file)
-        app[PUBLISHER] = publisher
-        server = TestServer(app, host="127.0.0.1", port=0)
-        await server.start_server()
-        try:
-            await service.ami.wait_ready(timeout=15)
-            yield Live(sb, service, server, publisher, service.tokens.issue("pub-admin", "admin"),
-                       service.tokens.issue("pub-supervisor", "supervisor"))
-        finally:
-            await server.close()
-    finally:
-        sb.stop()
-        sb.remove_dirs()
+    async with publishing_service(tmp_path_factory.mktemp("publish"), f"pub-{os.getpid()}", PORT_OFFSET + 1000,
+                                  PORT_OFFSET + 2000, ORIGINAL, lambda: WORKDAY, CACHE) as stack:
+        service = stack.service
+        yield Live(stack.sandbox, service, stack.server, stack.publisher, service.tokens.issue("pub-admin", "admin"),
+                   service.tokens.issue("pub-supervisor", "supervisor"))
 
 
 async def restore_original(live: Live) -> None:
