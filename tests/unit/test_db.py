@@ -32,11 +32,6 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     eng.dispose()
 
 
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return session_factory(engine)
-
-
 def test_default_sqlite_url_is_absolute_and_creates_the_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

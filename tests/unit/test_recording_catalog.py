@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 import recordings.catalog  # noqa: F401 - registers the set tables on the metadata
-from cti.db import Base, create_schema, make_engine, session_factory
+from cti.db import Base, create_schema, make_engine
 from recordings.catalog import RecordingCatalog, SetFilter
 from recordings.index import RecordingIndex
 from recordings.recorder import legs_for
@@ -41,11 +41,6 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     create_schema(eng)
     yield eng
     eng.dispose()
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return session_factory(engine)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from cti.db import create_schema, make_engine, session_factory
+from cti.db import create_schema, make_engine
 from recordings.index import Recording, RecordingIndex
 
 T0 = datetime(2025, 6, 1, 2, 0, tzinfo=UTC)
@@ -48,11 +48,6 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     create_schema(eng)
     yield eng
     eng.dispose()
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return session_factory(engine)
 
 
 @pytest.fixture
