@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 MAX_CONCURRENT = 4
 WEBHOOK_TIMEOUT = 10.0
 MIN_INTERVAL = 60
+RUNNING = float("inf")  # a schedule's next due time while its run is in flight
 
 
 class TestCalls:
@@ -59,15 +60,20 @@ class TestCalls:
         self._limit = asyncio.Semaphore(MAX_CONCURRENT)
         self._scheduler: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._scheduled: set[asyncio.Task[dict[str, Any]]] = set()
+        #: The in-flight run of each schedule: a schedule never overlaps itself, even
+        #: when a run (a real call) takes longer than its interval.
+        self._scheduled: dict[int, asyncio.Task[dict[str, Any]]] = {}
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
         self._scheduler = asyncio.create_task(self._schedule_loop(), name="testcall-scheduler")
 
     async def stop(self) -> None:
-        tasks: list[asyncio.Task[Any]] = [t for t in (self._scheduler, *self._runs.values(), *self._scheduled)
-                                          if t is not None]
+        # The scheduler first, so it starts no run after the others are collected.
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            await asyncio.gather(self._scheduler, return_exceptions=True)
+        tasks = [*self._runs.values(), *self._scheduled.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -156,8 +162,9 @@ class TestCalls:
         self._wake.set()
 
     async def _schedule_loop(self) -> None:
-        """Runs every enabled schedule when due; sleeps until the next one is due or a
-        schedule changes."""
+        """Runs every enabled schedule when due; sleeps until the next one is due, a
+        schedule changes or a scheduled run ends. A schedule whose previous run is still
+        going is due again `interval` after that run ends, so slow calls do not pile up."""
         next_due: dict[int, float] = {}
         while True:
             self._wake.clear()
@@ -165,21 +172,43 @@ class TestCalls:
             now = time.time()
             for sched in schedules:
                 due = next_due.setdefault(sched.id, now + sched.interval_seconds)
-                if due <= now:
+                if sched.id in self._scheduled:
+                    next_due[sched.id] = RUNNING
+                elif due == RUNNING:  # its run just ended
                     next_due[sched.id] = now + sched.interval_seconds
-                    task = asyncio.create_task(self.run_schedule(sched.id, sched.name, sched.scenario_yaml,
-                                                                 sched.webhook_url))
-                    self._scheduled.add(task)
-                    task.add_done_callback(self._scheduled.discard)
+                elif due <= now:
+                    next_due[sched.id] = RUNNING
+                    self._start_scheduled(sched.id, sched.name, sched.scenario_yaml, sched.webhook_url)
             live = {s.id for s in schedules}
-            pending = [d for i, d in next_due.items() if i in live]
+            pending = [d for i, d in next_due.items() if i in live and d != RUNNING]
             delay = max(0.05, min(pending) - time.time()) if pending else 3600.0
+            # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel that lands as
+            # the event is set, and stop() then waits for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+
+    def _start_scheduled(self, schedule_id: int, name: str, scenario_yaml: str, webhook: str | None) -> None:
+        task = asyncio.create_task(self.run_schedule(schedule_id, name, scenario_yaml, webhook),
+                                   name=f"testcall-schedule-{schedule_id}")
+        self._scheduled[schedule_id] = task
+
+        def ended(_task: asyncio.Task[dict[str, Any]]) -> None:
+            if self._scheduled.get(schedule_id) is task:
+                del self._scheduled[schedule_id]
+            self._wake.set()  # its next run is timed from now
+
+        task.add_done_callback(ended)
+
+    async def scheduled_runs_idle(self) -> None:
+        """Waits until no scheduled run is in flight (after a delete, say)."""
+        while self._scheduled:
+            await asyncio.gather(*self._scheduled.values(), return_exceptions=True)
 
     async def run_schedule(self, schedule_id: int, name: str, scenario_yaml: str,
                            webhook: str | None) -> dict[str, Any]:
-        """One scheduled run; a failure is logged and POSTed to the webhook."""
+        """One scheduled run; a failure is logged and POSTed to the webhook, unless the
+        schedule was deleted while its call ran (nobody wants alerts from it any more)."""
         try:
             scenario = self.parse(scenario_yaml, f"schedule {name}")
         except ScenarioError as exc:
@@ -190,7 +219,10 @@ class TestCalls:
         if result.get("run_id"):
             await asyncio.to_thread(self.store.schedule_ran, schedule_id, result["run_id"], status)
         if not result.get("passed"):
-            await self.alert(schedule_id, name, result, webhook)
+            if await asyncio.to_thread(self.store.schedule_enabled, schedule_id):
+                await self.alert(schedule_id, name, result, webhook)
+            else:
+                log.info("scheduled test call %s failed after its schedule was deleted; no alert", name)
         return result
 
     async def alert(self, schedule_id: int, name: str, result: dict[str, Any], webhook: str | None) -> None:

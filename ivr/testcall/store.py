@@ -190,6 +190,11 @@ class TestCallStore:
             row.enabled = False
             return True
 
+    def schedule_enabled(self, schedule_id: int) -> bool:
+        with self.sessions() as s:
+            row = s.get(TestCallSchedule, schedule_id)
+            return row is not None and row.enabled
+
     def schedule_ran(self, schedule_id: int, run_id: str, status: str) -> None:
         with self.sessions.begin() as s:
             row = s.get(TestCallSchedule, schedule_id)

@@ -122,6 +122,9 @@ async def test_failing_schedule_posts_an_alert(
                 assert resp.status == 400 and (await resp.json())["error_id"] == "invalid-scenario"
     finally:
         service.testcalls.min_interval = 60
+        # A run still in flight at the delete ends without an alert; the service lives on
+        # for the rest of the session, so nothing of this schedule may outlive the test.
+        await asyncio.wait_for(service.testcalls.scheduled_runs_idle(), 60)
         await hook_server.close()
     assert alert["event"] == "testcall_failed" and alert["schedule"] == "wrong-prompt-check"
     assert "prompt sorry not heard" in alert["failures"][0]
