@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 MAX_CONCURRENT = 4
 WEBHOOK_TIMEOUT = 10.0
 MIN_INTERVAL = 60
-RUNNING = float("inf")  # a schedule's next due time while its run is in flight
 
 
 class TestCalls:
@@ -63,6 +62,8 @@ class TestCalls:
         #: The in-flight run of each schedule: a schedule never overlaps itself, even
         #: when a run (a real call) takes longer than its interval.
         self._scheduled: dict[int, asyncio.Task[dict[str, Any]]] = {}
+        #: When each schedule is next due (time.time()); a run's end sets its next one.
+        self._next_due: dict[int, float] = {}
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -163,24 +164,19 @@ class TestCalls:
 
     async def _schedule_loop(self) -> None:
         """Runs every enabled schedule when due; sleeps until the next one is due, a
-        schedule changes or a scheduled run ends. A schedule whose previous run is still
-        going is due again `interval` after that run ends, so slow calls do not pile up."""
-        next_due: dict[int, float] = {}
+        schedule changes or a scheduled run ends. A schedule with a run in flight waits:
+        it is due again `interval` after that run ends, so slow calls do not pile up."""
         while True:
             self._wake.clear()
             schedules = await asyncio.to_thread(self.store.schedules, True)
             now = time.time()
-            for sched in schedules:
-                due = next_due.setdefault(sched.id, now + sched.interval_seconds)
-                if sched.id in self._scheduled:
-                    next_due[sched.id] = RUNNING
-                elif due == RUNNING:  # its run just ended
-                    next_due[sched.id] = now + sched.interval_seconds
-                elif due <= now:
-                    next_due[sched.id] = RUNNING
-                    self._start_scheduled(sched.id, sched.name, sched.scenario_yaml, sched.webhook_url)
-            live = {s.id for s in schedules}
-            pending = [d for i, d in next_due.items() if i in live and d != RUNNING]
+            waiting = [s for s in schedules if s.id not in self._scheduled]
+            for sched in waiting:
+                due = self._next_due.setdefault(sched.id, now + sched.interval_seconds)
+                if due <= now:
+                    self._start_scheduled(sched.id, sched.name, sched.scenario_yaml, sched.webhook_url,
+                                          sched.interval_seconds)
+            pending = [self._next_due[s.id] for s in waiting if s.id not in self._scheduled]
             delay = max(0.05, min(pending) - time.time()) if pending else 3600.0
             # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel that lands as
             # the event is set, and stop() then waits for this loop forever.
@@ -188,15 +184,16 @@ class TestCalls:
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
 
-    def _start_scheduled(self, schedule_id: int, name: str, scenario_yaml: str, webhook: str | None) -> None:
+    def _start_scheduled(self, schedule_id: int, name: str, scenario_yaml: str, webhook: str | None,
+                         interval: float) -> None:
         task = asyncio.create_task(self.run_schedule(schedule_id, name, scenario_yaml, webhook),
                                    name=f"testcall-schedule-{schedule_id}")
         self._scheduled[schedule_id] = task
 
         def ended(_task: asyncio.Task[dict[str, Any]]) -> None:
-            if self._scheduled.get(schedule_id) is task:
-                del self._scheduled[schedule_id]
-            self._wake.set()  # its next run is timed from now
+            del self._scheduled[schedule_id]
+            self._next_due[schedule_id] = time.time() + interval
+            self._wake.set()
 
         task.add_done_callback(ended)
 
