@@ -35,7 +35,7 @@ from recordings.index import LEG_MESSAGE, STATUS_COMPLETE
 from recordings.retention import reconcile
 from recordings.vad import analyze_wav
 from tests.conftest import CACHE, PORT_OFFSET, bearer
-from tests.support.calls import PhoneFactory, agent_phone, carrier_headers, hotline_uri, wait_for
+from tests.support.calls import PhoneFactory, agent_phone, carrier_headers, hotline_uri, leave_message, wait_for
 from tests.support.sandboxes import running_sandbox
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(240)]
@@ -375,11 +375,10 @@ async def test_after_hours_message_is_indexed_with_the_call(
     monkeypatch.setattr(svc.runner, "clock", lambda: NATIONAL_DAY)
     number = "13600000401"
     call = await dial(phones, nodes, number)
+    await call.play(speech_wav, loop=True)  # the caller talks until the message is long enough
     decided = await watch.wait_event("ivr_decided", number)
     assert (decided.data["action"], decided.data["target"]) == ("voicemail", "operator")
-    await call.play(speech_wav)  # the prompt is over when the IVR decides: Record() beeps now
-    await call.wait_play_done(timeout=20)
-    await call.hangup()
+    await leave_message(call, svc.recordings.resolve(f"{decided.call['recording']}-message.wav"))
     ended = await watch.wait_event("call_ended", number)
     linkedid = ended.linkedid
     await svc.recorder.flush()  # index writes and the VAD analysis

@@ -24,7 +24,7 @@ from hotline.sandbox import Sandbox
 from hotline.service import HotlineService
 from ivr.routing import TrackerQueueLoad
 from recordings.vad import analyze_wav
-from tests.support.calls import PhoneFactory, agent_phone, carrier_headers, hotline_uri, wait_for
+from tests.support.calls import PhoneFactory, agent_phone, carrier_headers, hotline_uri, leave_message, wait_for
 
 pytestmark = pytest.mark.asterisk
 
@@ -284,13 +284,12 @@ async def test_after_hours_caller_leaves_a_recorded_message(
     number = unknown_caller(service, "13512340041")
     menu_entries, closed = service.node_stats.entries["main"], service.node_stats.routes[("hours", "closed")]
     call = await dial(phones, sandbox, number)
+    await call.play(speech_wav, loop=True)  # the caller talks until the message is long enough
     decided = await watch.wait_event("ivr_decided", number)
     assert (decided.data["action"], decided.data["target"]) == ("voicemail", "operator")
     assert decided.call["route_reason"] == (
         "hours main closed: holiday 2026-10-01 12:00 Asia/Shanghai; message for operator")
-    await call.play(speech_wav)  # after the beep of Record()
-    await call.wait_play_done(timeout=20)
-    await call.hangup()
+    await leave_message(call, service.recordings.resolve(f"{decided.call['recording']}-message.wav"))
     ended = await watch.wait_event("call_ended", number)
     assert service.node_stats.entries["main"] == menu_entries  # no menu after hours
     assert service.node_stats.routes[("hours", "closed")] == closed + 1

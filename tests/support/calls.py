@@ -61,3 +61,19 @@ def carrier_headers(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def recorded(path: Path) -> bool:
     return path.is_file() and path.stat().st_size > 44
+
+
+async def leave_message(call: Any, message: Path, seconds: float = 2.5) -> None:
+    """Let the caller (already talking: a looping playback) fill `seconds` of the message
+    Record() writes at `message`, then stop talking and hang up.
+
+    The caller talks from the start of the call, over the IVR's prompts: Record() ends a
+    message after 3 s of silence, and the time from the IVR's decision to Record()'s beep
+    depends on the machine's load, so a caller who waited for the beep could be cut off.
+    Record() writes 8 kHz 16-bit mono (16,000 bytes a second) after a 44-byte header.
+    """
+    wanted = 44 + int(seconds * 16000)
+    await wait_for(lambda: message.is_file() and message.stat().st_size >= wanted, 30,
+                   f"{seconds} s of the message in {message}")
+    await call.stop_play()
+    await call.hangup()
