@@ -1,5 +1,6 @@
 """The test-call scheduler: a schedule never overlaps itself when a call outlasts its
-interval, and a schedule deleted while its call runs raises no alert.
+interval, and a schedule deleted while its call runs raises no alert. Its REST
+endpoints refuse bad schedules with one error shape and store nothing.
 
 The runner is replaced by a gate the test opens: what is under test is the scheduling,
 not the call (real scheduled calls run in tests/integration/test_testcall_ops.py)."""
@@ -11,13 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.orm import Session, sessionmaker
 
 import hotline.service  # noqa: F401 - registers every table on the shared metadata
+from cti.auth import Principal
 from cti.db import create_schema, make_engine, session_factory
+from cti.web import PRINCIPAL
 from dialplans.definition import DEFAULT_PATH, load_definition
 from ivr.testcall.scenario import Scenario
 from ivr.testcall.service import TestCalls
+from ivr.testcall.web import add_routes
 
 SCENARIO = 'name: hang-up\nnumber: "4000"\nsteps:\n  - hangup\n'
 
@@ -96,3 +102,43 @@ async def test_deleted_during_its_call_raises_no_alert_and_does_not_run_again(ca
     await asyncio.wait_for(calls.scheduled_runs_idle(), 5)
     await _no_start(calls, 0.3)
     assert calls.posted == []
+
+
+async def test_bad_schedules_are_refused_over_rest_and_nothing_is_stored(calls: GatedCalls) -> None:
+    calls.min_interval = 60
+
+    @web.middleware
+    async def as_qa(request: web.Request, handler: Any) -> web.StreamResponse:
+        request[PRINCIPAL] = Principal("qa-1", "qa")
+        return await handler(request)
+
+    app = web.Application(middlewares=[as_qa])
+    add_routes(app, calls)
+    good = {"name": "nightly", "scenario": SCENARIO, "interval_seconds": 3600}
+    async with TestClient(TestServer(app)) as http:
+        for body, error_id, words in (
+            ({**good, "interval_seconds": 59}, "invalid-schedule", "at least 60 seconds"),
+            ({**good, "interval_seconds": "3600"}, "invalid-schedule", "integer"),
+            ({**good, "interval_seconds": True}, "invalid-schedule", "integer"),
+            ({**good, "webhook_url": "ftp://qa.example/alert"}, "invalid-schedule", "http(s) URL"),
+            ({**good, "webhook_url": 7}, "invalid-schedule", "text"),
+            ({**good, "name": ""}, "invalid-schedule", "1-64 characters"),
+            ({**good, "name": "x" * 65}, "invalid-schedule", "1-64 characters"),
+            ({**good, "scenario": "number: 4000\nsteps: [dance]\n"}, "invalid-scenario", "invalid test-call"),
+            ({**good, "scenario": ""}, "invalid-scenario", "scenario"),
+        ):
+            resp = await http.post("/testcalls/schedules", json=body)
+            assert resp.status == 400, (body, await resp.text())
+            data = await resp.json()
+            assert data["error_id"] == error_id and words in data["message"], (body, data)
+        resp = await http.post("/testcalls/schedules", data=b"{nightly", headers={"Content-Type": "application/json"})
+        assert resp.status == 400 and (await resp.json())["error_id"] == "invalid-json"
+        resp = await http.delete("/testcalls/schedules/99")
+        assert resp.status == 404 and (await resp.json())["error_id"] == "schedule-not-found"
+        resp = await http.delete("/testcalls/schedules/x1")
+        assert resp.status == 404
+        assert calls.store.schedules() == []
+        resp = await http.post("/testcalls/schedules", json=good)
+        assert resp.status == 201, await resp.text()
+        assert [s.name for s in calls.store.schedules()] == ["nightly"]
+    assert calls.started.empty()  # an hour's interval: nothing ran
