@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.typedefs import Handler
 from sqlalchemy.orm import Session, sessionmaker
 
 import hotline.service  # noqa: F401 - registers every table on the shared metadata
@@ -108,7 +109,7 @@ async def test_bad_schedules_are_refused_over_rest_and_nothing_is_stored(calls: 
     calls.min_interval = 60
 
     @web.middleware
-    async def as_qa(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def as_qa(request: web.Request, handler: Handler) -> web.StreamResponse:
         request[PRINCIPAL] = Principal("qa-1", "qa")
         return await handler(request)
 
