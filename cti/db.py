@@ -11,12 +11,27 @@ other packages' model modules (e.g. `recordings.index`) before calling it.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Engine, Float, Integer, String, create_engine, event, false, inspect
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    String,
+    create_engine,
+    event,
+    false,
+    func,
+    inspect,
+    select,
+)
 from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -112,9 +127,9 @@ def _sqlite_connection_setup(engine: Engine) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         try:
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA foreign_keys=ON")
             cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
+            _switch_to_wal(cur)
+            cur.execute("PRAGMA foreign_keys=ON")
         finally:
             cur.close()
 
@@ -124,6 +139,29 @@ def _sqlite_connection_setup(engine: Engine) -> None:
         # wait for a writer, e.g. during a long customer import.
         deferred = conn.get_execution_options().get(READ_MOSTLY_OPTION, False)
         conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+
+
+def _switch_to_wal(cur: Any) -> None:
+    """Put the database file in WAL mode, waiting for other processes that hold it.
+
+    Switching a new file to WAL needs an exclusive lock, and SQLite answers "database
+    is locked" at once, without its busy handler, while another connection holds a
+    write lock on it (e.g. the service and two CLIs creating the schema together).
+    So the switch is retried here for as long as a writer would wait.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def make_engine(url: str | URL) -> Engine:
@@ -152,9 +190,21 @@ def make_engine(url: str | URL) -> Engine:
     return create_engine(parsed, pool_pre_ping=True)
 
 
+#: PostgreSQL advisory-lock key that serialises schema creation between processes.
+SCHEMA_LOCK_KEY = 0x686F746C  # "hotl"
+
+
 def create_schema(engine: Engine) -> None:
-    """Create every table registered on `Base.metadata` (existing tables are left alone)."""
-    Base.metadata.create_all(engine)
+    """Create every table registered on `Base.metadata` (existing tables are left alone).
+
+    The service and a CLI may start together on a new database. SQLite serialises
+    the check-then-create through ``BEGIN IMMEDIATE``; PostgreSQL would let both
+    create the same table, so there the transaction first takes an advisory lock.
+    """
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
+        Base.metadata.create_all(conn)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

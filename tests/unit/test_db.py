@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select, text
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import OperationalError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cti.db import (
@@ -53,6 +54,50 @@ def test_create_schema_is_repeatable(engine: Engine) -> None:
     with engine.connect() as conn:
         names = {row[0] for row in conn.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))}
     assert "calls" in names
+
+
+def _hold_write_lock_on_new_file(path: Path) -> sqlite3.Connection:
+    """A connection mid-write on a new file still in rollback-journal mode.
+
+    That is where another process is while it creates the database; SQLite then
+    refuses a switch to WAL at once, without calling the busy handler.
+    """
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("CREATE TABLE other_process (x INTEGER)")
+    return holder
+
+
+def test_opening_a_file_another_process_is_creating_waits_for_it(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    holder = _hold_write_lock_on_new_file(path)
+    releaser = threading.Timer(0.3, holder.commit)
+    releaser.start()
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        create_schema(engine)  # the service and a CLI start together on one data directory
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        releaser.join()
+        holder.close()
+        engine.dispose()
+
+
+def test_a_file_locked_past_the_busy_timeout_still_fails_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cti.db.SQLITE_BUSY_TIMEOUT_MS", 200)
+    path = tmp_path / "stuck.db"
+    holder = _hold_write_lock_on_new_file(path)
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with pytest.raises(OperationalError, match="database is locked"):
+            engine.connect()
+    finally:
+        holder.rollback()
+        holder.close()
+        engine.dispose()
 
 
 def test_in_memory_database_is_shared_across_threads() -> None:
