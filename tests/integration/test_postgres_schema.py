@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy import Engine, inspect, make_url, select, text
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -179,3 +179,36 @@ def test_recording_index_start_and_finalize(sessions: sessionmaker[Session], tmp
     assert stored["mix"].started_at == T0
     assert (stored["rx"].has_speech, stored["rx"].speech_seconds, stored["rx"].agent) == (False, 0.0, "1002")
     assert index.resolve(stored["mix"].path) == (root / legs["mix"]).resolve()
+
+
+def test_processes_starting_together_on_a_new_database_create_the_schema_once(pg_url: str) -> None:
+    """The service and CLIs may start at once on an empty database; none may fail."""
+    admin = make_engine(pg_url).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("CREATE DATABASE fresh_start"))
+    url = make_url(pg_url).set(database="fresh_start")
+    engines = [make_engine(url) for _ in range(6)]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(engines))
+
+    def start(engine: Engine) -> None:
+        try:
+            barrier.wait()
+            create_schema(engine)
+        except BaseException as exc:  # collected and asserted in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(eng,)) for eng in engines]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert set(inspect(engines[0]).get_table_names()) == set(Base.metadata.tables)
+    finally:
+        for eng in engines:
+            eng.dispose()
+        with admin.connect() as conn:
+            conn.execute(text("DROP DATABASE fresh_start"))
+        admin.engine.dispose()
