@@ -164,15 +164,35 @@ class Emitter:
             self.broken = True
 
 
+#: A playback whose end was never seen is reported done this long after its duration.
+PLAYBACK_OVERDUE_S = 1.0
+
+
+def playback_ended(pos: int, samples: int, elapsed: float, duration: float) -> bool:
+    """Has a non-looping WAV player sent its whole file, `elapsed` s after it started?
+
+    With PJMEDIA_FILE_NO_LOOP the player's position rewinds to 0 once its last
+    buffer is loaded (a buffer, up to 0.25 s of audio, before the sound ends). But
+    the position is two fields that the bridge's clock thread updates without a
+    lock while it refills the buffer, so a poll that lands mid-refill reads a value
+    off by a whole buffer, down to 0 at the first refill. On a loaded machine that
+    ended playbacks after 0.5 s. So the position is trusted only once the file's
+    duration has passed; a playback the bridge never finished is done when overdue.
+    """
+    if elapsed > duration + PLAYBACK_OVERDUE_S:
+        return True
+    if elapsed < duration:
+        return False
+    return pos == 0 or (samples > 0 and pos >= samples)
+
+
 class Player:
     """A WAV player feeding one call; EOF is detected by polling, never by callback.
 
     `AudioMediaPlayer.onEof2` is invoked on the null device's clock thread even with
     mainThreadOnly=True (measured, pjsua2 2.15.1), while that thread holds the bridge
     lock: Python there risks a GIL/bridge-lock deadlock. Polling `getPos()` from the
-    main loop is cheap. With PJMEDIA_FILE_NO_LOOP the position rewinds to 0 at EOF,
-    so "position went backwards" (or passed the end) means done; a wall-clock bound
-    catches files shorter than one poll.
+    main loop is cheap; `playback_ended` decides from the position and the clock.
     """
 
     def __init__(self, play_id: int, path: str, loop: bool) -> None:
@@ -183,7 +203,6 @@ class Player:
         self.samples = 0
         self.rate = 8000
         self.started_at = 0.0
-        self.last_pos = 0
 
     def start(self, sink: pj.AudioMedia) -> None:
         if self.media is None:
@@ -200,11 +219,8 @@ class Player:
     def finished(self) -> bool:
         if self.media is None or self.loop:
             return False
-        pos = int(self.media.getPos())
-        wrapped = pos < self.last_pos
-        self.last_pos = pos
-        overdue = time.monotonic() - self.started_at > self.samples / self.rate + 1.0
-        return wrapped or (self.samples > 0 and pos >= self.samples) or overdue
+        return playback_ended(int(self.media.getPos()), self.samples,
+                              time.monotonic() - self.started_at, self.samples / self.rate)
 
     def stop(self, sink: pj.AudioMedia | None) -> None:
         if self.media is not None and sink is not None:

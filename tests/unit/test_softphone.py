@@ -139,13 +139,16 @@ async def test_callee_records_the_callers_speech(make_phone: PhoneMaker, speech8
     _, _, out, inc = await _connected_pair(make_phone)
     heard = tmp_path / "heard.wav"
     await inc.record(heard)
+    started = time.monotonic()
     await out.play(speech8k)
     await out.wait_play_done(timeout=10)
+    played_for = time.monotonic() - started
     await out.hangup()
     # DISCONNECTED is reported after the worker finalised the recording.
     await asyncio.gather(out.wait_state("DISCONNECTED", 5), inc.wait_state("DISCONNECTED", 5))
 
     spoken, length = voiced_seconds(speech8k)
+    assert played_for >= length, (played_for, length)  # "done" means the whole file was sent
     voiced, recorded = voiced_seconds(heard)
     assert spoken > 1.0
     assert recorded >= length * 0.8, (recorded, length)
