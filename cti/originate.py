@@ -411,9 +411,11 @@ class Originator:
             done, _ = await asyncio.wait(either, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
             if answer in done and not answer.cancelled() and answer.exception() is None:
                 response = answer.result()
-                if not response.success and leg.created and leg.dial_status is None and leg.cause is None:
-                    # The leg exists but has not said why it failed yet: its DialEnd and
-                    # hangup follow within moments.
+                if not response.success and leg.created and leg.dial_status is None and not leg.hung_up.is_set():
+                    # The leg exists but its DialEnd has not arrived. Asterisk raises the
+                    # OriginateResponse directly while the leg's events go through stasis,
+                    # so the response can overtake them, even after the HangupRequest; the
+                    # leg's Hangup comes after its DialEnd, within moments.
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self.leg_grace_s):
                             await leg.hung_up.wait()

@@ -320,6 +320,31 @@ async def test_busy_leg_events_after_the_response(server: FakeAMI, ami: AMIClien
     assert (result.outcome, result.reason, result.dial_status, result.hangup_cause) == ("busy", 0, "BUSY", 17)
 
 
+async def test_busy_response_between_the_hangup_request_and_the_dial_end(server: FakeAMI, ami: AMIClient) -> None:
+    """Seen under load: the response overtakes the leg's DialEnd but not its HangupRequest.
+    The cause alone must not end the wait: the DialEnd's status belongs in the result."""
+    async def busy(session: FakeSession, action: Message) -> None:
+        _queued(session, action)
+        leg = action.get("ChannelId") or ""
+        block = {"Channel": "PJSIP/carrier-00000002", "ChannelState": "0", "ChannelStateDesc": "Down",
+                 "CallerIDNum": "<unknown>", "CallerIDName": "<unknown>", "ConnectedLineNum": "<unknown>",
+                 "ConnectedLineName": "<unknown>", "Language": "en", "AccountCode": "", "Context": "from-trunk",
+                 "Exten": "s", "Priority": "1", "Uniqueid": leg, "Linkedid": leg}
+        session.event("Newchannel", block)
+        session.event("HangupRequest", {**block, "Cause": "17", "TechCause": "486"})
+        _originate_response(session, action, "Failure", "0")
+        await session.drain()
+        await asyncio.sleep(0.2)  # Asterisk's stasis lagging behind: the client has the response
+        session.event("DialEnd", {**{f"Dest{k}": v for k, v in block.items()}, "DialStatus": "BUSY"})
+        session.event("Hangup", {**block, "Cause": "17", "Cause-txt": "User busy"})
+
+    server.handlers["Originate"] = busy
+    async with Originator(ami) as originator:
+        result = await originator.originate(OriginateRequest("PJSIP/carrier/sip:c@127.0.0.1:5099",
+                                                             application="Wait", data="1"))
+    assert (result.outcome, result.reason, result.dial_status, result.hangup_cause) == ("busy", 0, "BUSY", 17)
+
+
 async def test_session_lost_future_follows_the_connection(server: FakeAMI, ami: AMIClient) -> None:
     kept = ami.session_lost()
     dropped = ami.session_lost()
