@@ -5,6 +5,7 @@ connection at the worst moment: what a real Asterisk cannot do on demand)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -14,6 +15,7 @@ from cti.ami.protocol import Message
 from cti.originate import (
     InvalidOriginateRequest,
     OriginateRequest,
+    OriginateResult,
     Originator,
     Pacer,
     originate_headers,
@@ -275,73 +277,84 @@ async def test_pacing_limits_the_start_rate(server: FakeAMI, ami: AMIClient) -> 
     assert sent_at[-1] - sent_at[0] >= 4 * 0.05 - 0.035, sent_at
 
 
-async def test_busy_leg_events_before_the_response(server: FakeAMI, ami: AMIClient) -> None:
-    """Asterisk 22 order for a 486: HangupRequest (cause 17), DialEnd BUSY, then
-    OriginateResponse with Reason 0."""
+class _BusyLeg:
+    """The events of an outbound leg whose far end answers 486, as Asterisk 22 sends them."""
+
+    def __init__(self, session: FakeSession, action: Message) -> None:
+        leg = action.get("ChannelId") or ""
+        self.session = session
+        self.block = {"Channel": "PJSIP/carrier-00000000", "ChannelState": "0", "ChannelStateDesc": "Down",
+                      "CallerIDNum": "<unknown>", "CallerIDName": "<unknown>", "ConnectedLineNum": "<unknown>",
+                      "ConnectedLineName": "<unknown>", "Language": "en", "AccountCode": "", "Context": "from-trunk",
+                      "Exten": "s", "Priority": "1", "Uniqueid": leg, "Linkedid": leg}
+
+    def newchannel(self) -> None:
+        self.session.event("Newchannel", self.block)
+
+    def hangup_request(self) -> None:
+        self.session.event("HangupRequest", {**self.block, "Cause": "17", "TechCause": "486"})
+
+    def dial_end(self) -> None:
+        self.session.event("DialEnd", {**{f"Dest{k}": v for k, v in self.block.items()}, "DialStatus": "BUSY"})
+
+    def hangup(self) -> None:
+        self.session.event("Hangup", {**self.block, "Cause": "17", "Cause-txt": "User busy"})
+
+
+async def _originate_to_busy(server: FakeAMI, ami: AMIClient,
+                             events: Callable[[FakeSession, Message, _BusyLeg], Awaitable[None]]) -> OriginateResult:
+    """One originate whose leg is rejected busy; `events` sends the leg's events and the
+    OriginateResponse in the order under test."""
     async def busy(session: FakeSession, action: Message) -> None:
         _queued(session, action)
-        leg = action.get("ChannelId") or ""
-        block = {"Channel": "PJSIP/carrier-00000000", "ChannelState": "0", "ChannelStateDesc": "Down",
-                 "CallerIDNum": "<unknown>", "CallerIDName": "<unknown>", "ConnectedLineNum": "<unknown>",
-                 "ConnectedLineName": "<unknown>", "Language": "en", "AccountCode": "", "Context": "from-trunk",
-                 "Exten": "s", "Priority": "1", "Uniqueid": leg, "Linkedid": leg}
-        session.event("HangupRequest", {**block, "Cause": "17", "TechCause": "486"})
-        session.event("DialEnd", {**{f"Dest{k}": v for k, v in block.items()}, "DialStatus": "BUSY"})
-        _originate_response(session, action, "Failure", "0")
+        await events(session, action, _BusyLeg(session, action))
 
     server.handlers["Originate"] = busy
     async with Originator(ami) as originator:
-        result = await originator.originate(OriginateRequest("PJSIP/carrier/sip:c@127.0.0.1:5099",
-                                                             application="Wait", data="1"))
+        return await originator.originate(OriginateRequest("PJSIP/carrier/sip:c@127.0.0.1:5099",
+                                                           application="Wait", data="1"))
+
+
+async def test_busy_leg_events_before_the_response(server: FakeAMI, ami: AMIClient) -> None:
+    """Asterisk 22 order for a 486: HangupRequest (cause 17), DialEnd BUSY, then
+    OriginateResponse with Reason 0."""
+    async def events(session: FakeSession, action: Message, leg: _BusyLeg) -> None:
+        leg.hangup_request()
+        leg.dial_end()
+        _originate_response(session, action, "Failure", "0")
+
+    result = await _originate_to_busy(server, ami, events)
     assert (result.outcome, result.reason, result.dial_status, result.hangup_cause) == ("busy", 0, "BUSY", 17)
 
 
 async def test_busy_leg_events_after_the_response(server: FakeAMI, ami: AMIClient) -> None:
     """The other order Asterisk 22 also uses: OriginateResponse (Reason 0) first, then the
     leg's HangupRequest, DialEnd BUSY and Hangup; the Originator waits for the leg."""
-    async def busy(session: FakeSession, action: Message) -> None:
-        _queued(session, action)
-        leg = action.get("ChannelId") or ""
-        block = {"Channel": "PJSIP/carrier-00000001", "ChannelState": "0", "ChannelStateDesc": "Down",
-                 "CallerIDNum": "<unknown>", "CallerIDName": "<unknown>", "ConnectedLineNum": "<unknown>",
-                 "ConnectedLineName": "<unknown>", "Language": "en", "AccountCode": "", "Context": "from-trunk",
-                 "Exten": "s", "Priority": "1", "Uniqueid": leg, "Linkedid": leg}
-        session.event("Newchannel", block)
+    async def events(session: FakeSession, action: Message, leg: _BusyLeg) -> None:
+        leg.newchannel()
         _originate_response(session, action, "Failure", "0")
         await session.drain()
-        session.event("HangupRequest", {**block, "Cause": "17", "TechCause": "486"})
-        session.event("DialEnd", {**{f"Dest{k}": v for k, v in block.items()}, "DialStatus": "BUSY"})
-        session.event("Hangup", {**block, "Cause": "17", "Cause-txt": "User busy"})
+        leg.hangup_request()
+        leg.dial_end()
+        leg.hangup()
 
-    server.handlers["Originate"] = busy
-    async with Originator(ami) as originator:
-        result = await originator.originate(OriginateRequest("PJSIP/carrier/sip:c@127.0.0.1:5099",
-                                                             application="Wait", data="1"))
+    result = await _originate_to_busy(server, ami, events)
     assert (result.outcome, result.reason, result.dial_status, result.hangup_cause) == ("busy", 0, "BUSY", 17)
 
 
 async def test_busy_response_between_the_hangup_request_and_the_dial_end(server: FakeAMI, ami: AMIClient) -> None:
     """Seen under load: the response overtakes the leg's DialEnd but not its HangupRequest.
     The cause alone must not end the wait: the DialEnd's status belongs in the result."""
-    async def busy(session: FakeSession, action: Message) -> None:
-        _queued(session, action)
-        leg = action.get("ChannelId") or ""
-        block = {"Channel": "PJSIP/carrier-00000002", "ChannelState": "0", "ChannelStateDesc": "Down",
-                 "CallerIDNum": "<unknown>", "CallerIDName": "<unknown>", "ConnectedLineNum": "<unknown>",
-                 "ConnectedLineName": "<unknown>", "Language": "en", "AccountCode": "", "Context": "from-trunk",
-                 "Exten": "s", "Priority": "1", "Uniqueid": leg, "Linkedid": leg}
-        session.event("Newchannel", block)
-        session.event("HangupRequest", {**block, "Cause": "17", "TechCause": "486"})
+    async def events(session: FakeSession, action: Message, leg: _BusyLeg) -> None:
+        leg.newchannel()
+        leg.hangup_request()
         _originate_response(session, action, "Failure", "0")
         await session.drain()
         await asyncio.sleep(0.2)  # Asterisk's stasis lagging behind: the client has the response
-        session.event("DialEnd", {**{f"Dest{k}": v for k, v in block.items()}, "DialStatus": "BUSY"})
-        session.event("Hangup", {**block, "Cause": "17", "Cause-txt": "User busy"})
+        leg.dial_end()
+        leg.hangup()
 
-    server.handlers["Originate"] = busy
-    async with Originator(ami) as originator:
-        result = await originator.originate(OriginateRequest("PJSIP/carrier/sip:c@127.0.0.1:5099",
-                                                             application="Wait", data="1"))
+    result = await _originate_to_busy(server, ami, events)
     assert (result.outcome, result.reason, result.dial_status, result.hangup_cause) == ("busy", 0, "BUSY", 17)
 
 
