@@ -6,7 +6,10 @@ IVR decided, queue joined / abandoned / timed out, agent ringing / no answer /
 answered, transferred, originate result, agent state, call ended ...). The same
 code runs on the live AMI stream and on recorded fixtures; it never guesses: a fact
 comes from an event or from a resync list, and events for channels it never saw are
-tolerated (a replay may start mid-call, a reconnect may lose events).
+tolerated (a replay may start mid-call, a reconnect may lose events). A channel that
+hung up stays gone: Asterisk may deliver an event about it after its Hangup (app_queue
+sends AgentComplete from its own thread, racing the channel's hangup), and such a late
+event must not bring the channel back and keep its call live forever.
 
 Times come from the events' `Timestamp` header (manager.conf timestampevents), so
 a replay computes the same durations as the live run.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +36,7 @@ from cti.ami.events import ChannelInfo, Event, QueueMemberEvent
 DEVICE_IN_USE = frozenset({2, 3, 7, 8})  # INUSE, BUSY, RINGINUSE, ONHOLD
 DEVICE_RINGING = 6
 DEVICE_UNAVAILABLE = frozenset({4, 5})  # INVALID, UNAVAILABLE
+GONE_KEPT = 10_000  # hung-up channels remembered, so late events about them are recognised
 
 AGENT_STATES = ("available", "paused", "ringing", "in_call", "wrap_up", "unavailable", "logged_out")
 
@@ -80,6 +85,7 @@ class Channel:
     hangup_requested: bool = False
     dial_status: str | None = None  # DialEnd status when this channel was the one dialled
     cause: int | None = None  # from HangupRequest, then Hangup
+    seen_from: int = 0  # the tracker's event count when it learnt of this channel (see resync)
 
 
 @dataclass
@@ -260,6 +266,7 @@ class CallTracker:
         self.calls: dict[str, Call] = {}
         self.finished: dict[str, Call] = {}
         self.channels: dict[str, Channel] = {}
+        self.gone: OrderedDict[str, str] = OrderedDict()  # hung-up channel uniqueid -> its linkedid
         self.members: dict[tuple[str, str], QueueMember] = {}
         self.agent_states: dict[str, str] = {}
         self._agent_members: dict[str, dict[str, QueueMember]] = {}  # agent -> queue -> member
@@ -313,20 +320,28 @@ class CallTracker:
             out.extend(self.feed(event))
         return out
 
-    def resync(self, live_channels: Iterable[ChannelInfo], at: float | None = None) -> list[CallEvent]:
+    def resync(self, live_channels: Iterable[ChannelInfo], at: float | None = None,
+               since: int | None = None) -> list[CallEvent]:
         """Reconcile with Asterisk's channel list (CoreShowChannels) after a (re)connect.
 
         Channels we track that Asterisk no longer has ended while we were not
         listening: their calls end with outcome "lost" unless a later fact says more.
         Channels Asterisk has that we never saw are adopted.
+
+        Events keep flowing while the list is collected, so the list may be older than
+        what we fed meanwhile. `since` is `events_seen` when the list was asked for:
+        a channel we learnt of after that is newer than the list and stays, and a
+        channel whose Hangup we fed is not adopted back from it.
         """
         now = self.clock() if at is None else at
         live = {c.uniqueid: c for c in live_channels}
         out: list[CallEvent] = []
-        for uniqueid in [u for u in self.channels if u not in live]:
+        vanished = [u for u, ch in self.channels.items()
+                    if u not in live and (since is None or ch.seen_from <= since)]
+        for uniqueid in vanished:
             out.extend(self._remove_channel(uniqueid, now, cause=None, cause_txt="ended while AMI was away"))
         for info in live.values():
-            if info.uniqueid not in self.channels:
+            if info.uniqueid not in self.channels and info.uniqueid not in self.gone:
                 out.extend(self._adopt(info, now))
         self.needs_resync = False
         return out
@@ -369,7 +384,7 @@ class CallTracker:
         linkedid = info.linkedid or info.uniqueid
         self.channels[info.uniqueid] = Channel(
             info.uniqueid, linkedid, info.channel, info.channel_state_desc,
-            info.caller_id_num, info.caller_id_name, at,
+            info.caller_id_num, info.caller_id_name, at, seen_from=self.events_seen,
         )
         out: list[CallEvent] = []
         call = self.calls.get(linkedid)
@@ -383,9 +398,13 @@ class CallTracker:
         return out
 
     def _call_of(self, info: ChannelInfo | None, at: float) -> Call | None:
+        """The live call of the channel an event is about (adopting a channel never seen)."""
         if info is None or not info.uniqueid:
             return None
         if info.uniqueid not in self.channels:
+            gone = self.gone.get(info.uniqueid)
+            if gone is not None:  # a late event about a hung-up channel: its call, if still live
+                return self.calls.get(gone)
             self._adopt(info, at)
         linkedid = self.channels[info.uniqueid].linkedid
         return self.calls.get(linkedid)
@@ -836,6 +855,9 @@ class CallTracker:
         channel = self.channels.pop(uniqueid, None)
         if channel is None:
             return []
+        self.gone[uniqueid] = channel.linkedid
+        if len(self.gone) > GONE_KEPT:
+            self.gone.popitem(last=False)
         call = self.calls.get(channel.linkedid)
         if call is None:
             return []

@@ -47,6 +47,20 @@ async def _poll(fn: Any, timeout: float, what: str) -> Any:
     raise TimeoutError(f"no {what} within {timeout}s")
 
 
+async def _call_seen(http: aiohttp.ClientSession, base: str, caller: str, seen: set[str]) -> str:
+    """What the service knows of our call when it did not end in time: says whether
+    the service is cut off from Asterisk or still holds the call live (and which of
+    its channels hung up)."""
+    listing = await _get(http, f"{base}/calls") or {}
+    ours = [c for c in listing.get("live", []) + listing.get("recent", [])
+            if c["caller_num"] == caller and c["linkedid"] not in seen]
+    fresh = {k: listing.get(k) for k in ("ami_connected", "fresh", "resyncs")}
+    if not ours:
+        return f"the service never saw a call from {caller} (AMI {fresh})"
+    return f"AMI {fresh}; the service still shows: " + json.dumps(
+        [{k: c.get(k) for k in ("linkedid", "live", "queue", "agent", "outcome", "hangups")} for c in ours])
+
+
 def _speech(path: Path) -> Path:
     raw = path.with_suffix(".raw.wav")
     subprocess.run(["espeak-ng", "-v", "en", "-w", str(raw), "Hello, this is a test call to the hotline."],
@@ -108,7 +122,10 @@ async def place_demo_call(sandbox: Sandbox, settings: Settings, *, digits: str =
                             return c
                     return None
 
-                record = await _poll(finished_call, 15, "finished call record")
+                try:
+                    record = await _poll(finished_call, 15, "finished call record")
+                except TimeoutError as exc:
+                    raise TimeoutError(f"{exc}; {await _call_seen(http, base, caller, seen)}") from None
                 recordings = await _get(http, f"{base}/calls/{record['linkedid']}/recordings")
                 return {"ok": record["outcome"] == "answered", "call": record,
                         "recordings": (recordings or {}).get("recordings", [])}

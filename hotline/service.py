@@ -191,9 +191,10 @@ class HotlineService:
 
     async def _on_ami_connected(self, client: AMIClient) -> None:
         """Resync before reporting ready: events were lost while we were away."""
+        asked_at = self.tracker.events_seen  # events fed while the list comes are newer than it
         _, channels = await client.send_list_action("CoreShowChannels")
         infos = [c for c in (getattr(e, "channel", None) for e in channels) if c is not None]
-        for call_event in self.tracker.resync(infos):
+        for call_event in self.tracker.resync(infos, since=asked_at):
             self._dispatch(call_event)
         _, members = await client.send_list_action("QueueStatus")
         for call_event in self.tracker.feed_all(members):  # agent states, callers already waiting

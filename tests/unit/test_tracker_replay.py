@@ -121,3 +121,91 @@ def test_sandbox_capture_partial_replays() -> None:
     events = load_capture(CAPTURE)
     for k in range(len(events) + 1):
         CallTracker(clock=lambda: 0.0).feed_all(events[k:])
+
+
+OUR_CAPTURES = sorted(OURS.glob("*.ami"))
+
+
+def _late_after_hangup(events: list[Event]) -> list[tuple[str, list[Event]]]:
+    """Variants of a capture where one event about a channel arrives after that
+    channel's Hangup.
+
+    Asterisk allows this: app_queue publishes AgentComplete from its stasis router
+    thread when it sees the HangupRequest, racing the channel thread's own Hangup.
+    """
+    variants = []
+    for i, event in enumerate(events):
+        uniqueid = event.raw.get("Uniqueid")
+        if not uniqueid or event.name in ("Hangup", "Newchannel"):
+            continue
+        j = next((k for k in range(i + 1, len(events))
+                  if events[k].name == "Hangup" and events[k].raw.get("Uniqueid") == uniqueid), None)
+        if j is not None:
+            variants.append((f"{i}:{event.name}", events[:i] + events[i + 1:j + 1] + [event] + events[j + 1:]))
+    return variants
+
+
+def _assert_nothing_left_live(tracker: CallTracker, what: str) -> None:
+    assert not tracker.calls, f"{what}: calls left live {list(tracker.calls)}"
+    assert not tracker.channels, f"{what}: channels left {[c.name for c in tracker.channels.values()]}"
+    stuck = [m.name for m in tracker.members.values() if m.talking_to or m.ringing_for]
+    assert not stuck, f"{what}: agents still busy with ended calls {stuck}"
+
+
+def test_agent_complete_after_the_callers_hangup_does_not_resurrect_the_caller() -> None:
+    """The CI failure of session 5: the caller hangs up, the late AgentComplete named
+    the caller's (gone) channel, and the call stayed live after the agent leg ended."""
+    events = load_capture(CAPTURE)
+    names = [e.name for e in events]
+    complete = names.index("AgentComplete")
+    caller = events[complete].raw.get("Uniqueid")
+    caller_hangup = next(i for i, e in enumerate(events) if e.name == "Hangup" and e.raw.get("Uniqueid") == caller)
+    agent_hangup = next(i for i, e in enumerate(events) if e.name == "Hangup" and e.raw.get("Uniqueid") != caller)
+    assert complete < caller_hangup < agent_hangup  # as recorded
+    late = events[:complete] + events[complete + 1:caller_hangup + 1] + [events[complete]] + events[caller_hangup + 1:]
+    tracker = CallTracker(clock=lambda: 0.0)
+    out = tracker.feed_all(late)
+    _assert_nothing_left_live(tracker, "AgentComplete after the caller's Hangup")
+    ended = [e.call for e in out if e.kind == "call_ended"]
+    assert len(ended) == 1 and ended[0]["outcome"] == "answered" and ended[0]["caller_num"] == "13800138000"
+    # The late AgentComplete still tells a live call its talk time.
+    assert ended[0]["talk_seconds"] is not None and ended[0]["talk_seconds"] > 1
+
+
+@pytest.mark.parametrize("path", FIXTURES + OUR_CAPTURES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_a_late_event_never_keeps_a_call_live(path: Path) -> None:
+    """Every event about a channel, delivered after that channel's Hangup instead of
+    before it: the calls still all end and no agent stays busy with them."""
+    events = load_json_fixture(path) if path.suffix == ".json" else load_capture(path)
+    full = CallTracker(clock=lambda: 0.0)
+    full.feed_all(events)
+    if full.calls:
+        pytest.skip("the capture ends with calls still up")
+    variants = _late_after_hangup(events)
+    assert variants
+    for what, variant in variants:
+        tracker = CallTracker(clock=lambda: 0.0)
+        tracker.feed_all(variant)
+        _assert_nothing_left_live(tracker, what)
+
+
+def test_resync_with_a_list_older_than_the_events_fed_meanwhile() -> None:
+    """CoreShowChannels is answered while events keep coming: the agent leg appears and
+    the caller hangs up before the list is complete. The list must not undo either."""
+    events = load_capture(CAPTURE)
+    new = [i for i, e in enumerate(events) if e.name == "Newchannel"]
+    assert len(new) == 2  # the caller, then the agent leg
+    caller = events[new[0]].raw.get("Uniqueid")
+    agent = events[new[1]].raw.get("Uniqueid")
+    caller_hangup = next(i for i, e in enumerate(events) if e.name == "Hangup" and e.raw.get("Uniqueid") == caller)
+    tracker = CallTracker(clock=lambda: 0.0)
+    tracker.feed_all(events[:new[1]])
+    listed = [events[new[0]].channel]  # the list as Asterisk took it: the caller only
+    mark = tracker.events_seen
+    tracker.feed_all(events[new[1]:caller_hangup + 1])
+    assert tracker.resync(listed, since=mark) == []
+    assert set(tracker.channels) == {agent}  # the agent leg stays, the caller is not adopted back
+    out = tracker.feed_all(events[caller_hangup + 1:])
+    ended = [e.call for e in out if e.kind == "call_ended"]
+    assert len(ended) == 1 and ended[0]["outcome"] == "answered" and ended[0]["linkedid"] == caller
+    _assert_nothing_left_live(tracker, "resync with an old list")
