@@ -170,6 +170,9 @@ class TestCalls:
             self._wake.clear()
             schedules = await asyncio.to_thread(self.store.schedules, True)
             now = time.time()
+            enabled = {s.id for s in schedules}
+            for gone in [i for i in self._next_due if i not in enabled and i not in self._scheduled]:
+                del self._next_due[gone]  # deleted: forget it (re-enabled, it starts a fresh interval)
             waiting = [s for s in schedules if s.id not in self._scheduled]
             for sched in waiting:
                 due = self._next_due.setdefault(sched.id, now + sched.interval_seconds)

@@ -103,6 +103,7 @@ async def test_deleted_during_its_call_raises_no_alert_and_does_not_run_again(ca
     await asyncio.wait_for(calls.scheduled_runs_idle(), 5)
     await _no_start(calls, 0.3)
     assert calls.posted == []
+    assert sched["id"] not in calls._next_due  # the loop keeps nothing of a deleted schedule
 
 
 async def test_bad_schedules_are_refused_over_rest_and_nothing_is_stored(calls: GatedCalls) -> None:
