@@ -47,13 +47,18 @@ async def _poll(fn: Any, timeout: float, what: str) -> Any:
     raise TimeoutError(f"no {what} within {timeout}s")
 
 
+def _ours(listing: dict[str, Any], caller: str, seen: set[str]) -> list[dict[str, Any]]:
+    """The calls of a GET /calls listing placed from `caller` since `seen` was taken."""
+    return [c for c in listing.get("live", []) + listing.get("recent", [])
+            if c["caller_num"] == caller and c["linkedid"] not in seen]
+
+
 async def _call_seen(http: aiohttp.ClientSession, base: str, caller: str, seen: set[str]) -> str:
     """What the service knows of our call when it did not end in time: says whether
     the service is cut off from Asterisk or still holds the call live (and which of
     its channels hung up)."""
     listing = await _get(http, f"{base}/calls") or {}
-    ours = [c for c in listing.get("live", []) + listing.get("recent", [])
-            if c["caller_num"] == caller and c["linkedid"] not in seen]
+    ours = _ours(listing, caller, seen)
     fresh = {k: listing.get(k) for k in ("ami_connected", "fresh", "resyncs")}
     if not ours:
         return f"the service never saw a call from {caller} (AMI {fresh})"
@@ -117,10 +122,7 @@ async def place_demo_call(sandbox: Sandbox, settings: Settings, *, digits: str =
 
                 async def finished_call() -> Any:
                     listing = await _get(http, f"{base}/calls") or {}
-                    for c in reversed(listing.get("recent", [])):
-                        if c["caller_num"] == caller and not c["live"] and c["linkedid"] not in seen:
-                            return c
-                    return None
+                    return next((c for c in reversed(_ours(listing, caller, seen)) if not c["live"]), None)
 
                 try:
                     record = await _poll(finished_call, 15, "finished call record")
