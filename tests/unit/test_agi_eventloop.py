@@ -17,13 +17,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+import uvloop  # a declared dependency: missing, this file fails, never skips
 
 from hotline.settings import SettingsError, load_settings
 from ivr.agi.eventloop import GC_YOUNG_THRESHOLD, LOOP_KINDS, loop_name, new_event_loop, tune_gc
 from tests.support.agi_servers import AGITestBed
 from tests.unit import test_agi_server
-
-uvloop = pytest.importorskip("uvloop")
 
 Scenario = Callable[..., Awaitable[None]]
 FIXTURES = {"make_server", "connect"}
