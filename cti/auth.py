@@ -45,6 +45,12 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+#: Every token starts with this: a bare url-safe token begins with "-" one time in 64,
+#: and `hotline ... --token -xyz` then reads it as an option; the prefix also lets
+#: secret scanners recognise a leaked token.
+TOKEN_PREFIX = "hl_"
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -63,7 +69,7 @@ class TokenStore:
             raise AuthError("an agent token needs the agent's extension")
         if not user or len(user) > 128:
             raise AuthError("user must be 1 to 128 characters")
-        token = secrets.token_urlsafe(24)
+        token = TOKEN_PREFIX + secrets.token_urlsafe(24)
         with self.sessions.begin() as session:
             session.add(ApiToken(token_sha256=_digest(token), user=user, role=role,
                                  agent=agent if role == "agent" else None, created_at=datetime.now(UTC)))
